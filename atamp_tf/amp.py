@@ -87,6 +87,12 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
                              f"({self.method!r}); do not pass loss={loss!r}")
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        """Recompile on `load_model` (Keras skips models that override compile)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -145,11 +151,12 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
     def _outer(self, weights, state, x, x_adv, label_mix):
         """The method's outer loss (batch mean) at `weights`, in training mode.
 
-        Returns (loss, logits_nat or None, logits_adv, updated non-trainable state).
+        Returns (loss, logits_nat or None, logits_adv, non-trainable state updated by the pass
+        on x' alone: one BatchNorm update per step, whatever the method).
         """
         logits_nat = None
         if self._method.outer_needs_natural:
-            logits_nat, state = self._forward(weights, state, x, True)
+            logits_nat = self._forward(weights, state, x, True)[0]
         logits_adv, state = self._forward(weights, state, x_adv, True)
         per_example = label_mix(lambda labels: self._method.outer(
             logits_nat, logits_adv, labels, beta=self.beta, mart_lambda=self.mart_lambda))

@@ -1,0 +1,5 @@
+"""Quiet TensorFlow and keep tests on the CPU, deterministic."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
