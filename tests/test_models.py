@@ -266,6 +266,12 @@ def test_count_flops_matches_hand_computation():
     assert count_flops(model, (8, 8, 1)) == expected == 9036
     sequential = keras.Sequential([keras.Input((8, 8, 1))] + model.layers[1:])
     assert count_flops(sequential, (8, 8, 1)) == expected
+    # A nested model is counted through, in a Functional or a Sequential outer model.
+    outer_in = keras.Input((8, 8, 1))
+    outer = keras.Model(outer_in, keras.layers.Dense(3)(model(outer_in)))
+    assert count_flops(outer, (8, 8, 1)) == expected + 2 * 5 * 3
+    nested = keras.Sequential([keras.Input((8, 8, 1)), model, keras.layers.Dense(3)])
+    assert count_flops(nested, (8, 8, 1)) == expected + 2 * 5 * 3
 
 
 def test_count_flops_variable_size_model_and_small_cnn():
