@@ -1,0 +1,372 @@
+"""Export a trained network to ONNX, prove parity with onnxruntime, and publish it to the zoo.
+
+`export_model` converts with tf2onnx (`tf2onnx.convert.from_keras`; Keras 3.15's
+`Model.export(format="onnx")` turned Normalization constants into extra graph inputs here) to
+a graph with one input `images` (float32 [batch, H, W, C] in [0, 1], dynamic batch) and one
+output `logits`, then compares Keras and onnxruntime logits on real examples and raises
+ParityError unless they agree. `export_to_zoo` adds the model card and manifest entry, with
+metrics taken from an evaluation report.json. Command line: `python -m atamp_tf.export`
+(flags in atamp_tf.export_cli).
+"""
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import numpy as np
+
+from atamp_tf import model_card, zoo_manifest
+from atamp_tf.zoo import load_keras_file, sha256_file
+
+DEFAULT_OPSET = 17
+DEFAULT_ATOL = 1e-4
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+REPORT_KEYS = ("dataset", "split", "num_examples", "examples", "threat_model", "attacks",
+               "accuracy")
+
+
+class ExportError(Exception):
+    """The export produced something that must not be published."""
+
+
+class ParityError(ExportError):
+    """Keras and onnxruntime disagree on the check examples beyond the tolerance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityResult:
+    """Keras vs onnxruntime on the check examples; onnx_predictions are the ONNX argmaxes."""
+
+    max_abs_diff: float
+    predictions_equal: bool
+    num_examples: int
+    atol: float
+    opset: int
+    onnx_predictions: np.ndarray = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def passed(self):
+        return self.predictions_equal and self.max_abs_diff <= self.atol
+
+    def to_dict(self):
+        """The JSON-able summary recorded in the manifest (entry["parity"])."""
+        return {"max_abs_diff": self.max_abs_diff, "num_examples": self.num_examples,
+                "atol": self.atol, "opset": self.opset}
+
+
+def _input_hwc(model):
+    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+        raise ValueError(f"model: expected one NHWC image input with fixed height, width and "
+                         f"channels, got input shape {model.input_shape}.")
+    return shape[1:]
+
+
+def _check_images(x, hwc, what):
+    """x as a float32 array of NHWC images in [0, 1] matching hwc; ValueError otherwise."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != tuple(hwc) or len(x) == 0:
+        raise ValueError(f"{what}: expected float32 images of shape [n>0, {', '.join(map(str, hwc))}]"
+                         f", got {x.dtype} {x.shape}.")
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{what}: pixels must be finite and in [0, 1], got range "
+                         f"[{x.min()}, {x.max()}].")
+    return x
+
+
+def keras_logits(model, x, *, batch_size=256):
+    """Inference-mode logits of a Keras model, batch by batch."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    parts = [keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
+             for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def onnx_logits(onnx_path, x, *, batch_size=256):
+    """Logits of the ONNX model at onnx_path under onnxruntime (CPU), batch by batch."""
+    import onnxruntime  # pylint: disable=import-outside-toplevel
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0]
+                           for i in range(0, len(x), batch_size)])
+
+
+def convert_to_onnx(model, onnx_path, *, opset=DEFAULT_OPSET):
+    """Writes the ONNX graph of model: input `images` [batch, H, W, C], output `logits`."""
+    import onnx  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tf2onnx  # pylint: disable=import-outside-toplevel
+
+    if len(model.outputs) != 1:
+        raise ValueError(f"model: expected one output (logits), got {len(model.outputs)}.")
+    spec = [tf.TensorSpec((None,) + _input_hwc(model), tf.float32, name=INPUT_NAME)]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    graph = proto.graph
+    if graph.output[0].name != OUTPUT_NAME:
+        graph.node.append(onnx.helper.make_node("Identity", [graph.output[0].name],
+                                                [OUTPUT_NAME], name="logits_identity"))
+        graph.output[0].name = OUTPUT_NAME
+    for value in (graph.input[0], graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(onnx_path))
+
+
+def check_parity(model, onnx_path, x_check, *, atol=DEFAULT_ATOL, opset=DEFAULT_OPSET,
+                 batch_size=256):
+    """Compares Keras and onnxruntime logits on x_check (no exception on disagreement)."""
+    expected = keras_logits(model, x_check, batch_size=batch_size)
+    got = onnx_logits(onnx_path, x_check, batch_size=batch_size)
+    if got.shape != expected.shape:
+        raise ParityError(f"ONNX logits have shape {got.shape}, Keras logits {expected.shape}.")
+    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
+    diff = diff if math.isfinite(diff) else math.inf
+    predictions = np.argmax(got, axis=1)
+    return ParityResult(diff, bool(np.array_equal(predictions, np.argmax(expected, axis=1))),
+                        len(x_check), atol, opset, predictions)
+
+
+def export_model(keras_model, onnx_path, *, x_check, opset=DEFAULT_OPSET, atol=DEFAULT_ATOL,
+                 batch_size=256):
+    """Converts keras_model to ONNX at onnx_path and checks parity on x_check.
+
+    x_check: real float32 NHWC images in [0, 1]. The file appears at onnx_path only if the max
+    |logit difference| is <= atol and every argmax agrees; otherwise ParityError is raised and
+    nothing is written. A model with a `network` attribute (AMPModel) exports its network.
+    """
+    network = getattr(keras_model, "network", keras_model)
+    x_check = _check_images(x_check, _input_hwc(network), "x_check")
+    directory = os.path.dirname(os.path.abspath(onnx_path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(onnx_path)}.{os.getpid()}.tmp")
+    try:
+        convert_to_onnx(network, tmp, opset=opset)
+        result = check_parity(network, tmp, x_check, atol=atol, opset=opset,
+                              batch_size=batch_size)
+        if not result.passed:
+            raise ParityError(
+                f"ONNX export of {onnx_path} failed its parity check on {result.num_examples} "
+                f"examples: max |logit difference| {result.max_abs_diff:.3g} (allowed {atol:g}), "
+                f"predictions {'identical' if result.predictions_equal else 'DIFFER'}. "
+                "Nothing was written.")
+        os.replace(tmp, onnx_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMeta:
+    """What the manifest says about how the model was trained (from run_config.json or flags)."""
+
+    dataset: str
+    norm: str
+    eps: float
+    arch: str
+    width: object
+    depth: object
+    method: str
+    amp: dict
+    flagfile: str = ""
+    flags: tuple = ()
+
+
+_AMP_KEYS = {"delta": ("amp_delta", "delta"), "xi": ("amp_xi", "xi"),
+             "steps": ("amp_steps", "steps"), "scope": ("amp_scope", "scope")}
+
+
+def meta_from_run_config(config, flag_lines=(), *, flagfile="", where="run_config.json"):
+    """ModelMeta from a run's run_config.json dict (AMP settings flat or under "amp")."""
+    def need(obj, keys, what):
+        for key in keys:
+            if key in obj:
+                return obj[key]
+        raise ValueError(f"{where}: missing {what} (looked for {', '.join(map(repr, keys))}).")
+
+    amp_source = config["amp"] if isinstance(config.get("amp"), dict) else config
+    amp = {k: need(amp_source, keys, f"AMP setting {k!r}") for k, keys in _AMP_KEYS.items()}
+    return ModelMeta(
+        dataset=need(config, ("dataset",), "'dataset'"), norm=need(config, ("norm",), "'norm'"),
+        eps=float(need(config, ("eps",), "'eps'")), arch=need(config, ("arch",), "'arch'"),
+        width=config.get("width"), depth=config.get("depth"),
+        method=need(config, ("method",), "'method'"), amp=amp,
+        flagfile=str(config.get("flagfile") or flagfile), flags=tuple(flag_lines))
+
+
+def read_run_dir(run_dir, checkpoint="best"):
+    """(checkpoints/<checkpoint>.keras path, ModelMeta, run_config dict) of a run directory."""
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"--checkpoint: expected 'best' or 'last', got {checkpoint!r}.")
+    keras_path = os.path.join(run_dir, "checkpoints", f"{checkpoint}.keras")
+    config_path = os.path.join(run_dir, "run_config.json")
+    for path in (keras_path, config_path):
+        if not os.path.isfile(path):
+            raise ValueError(f"--run_dir: {path} does not exist; expected a run directory "
+                             "written by python -m atamp_tf.train.")
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    flags_path = os.path.join(run_dir, "flags.cfg")
+    lines = []
+    if os.path.isfile(flags_path):
+        with open(flags_path, encoding="utf-8") as f:
+            lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    return keras_path, meta_from_run_config(config, lines, where=config_path), config
+
+
+def read_report(path):
+    """The evaluation report.json at path, checked to have the keys the manifest needs."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--report: {path} does not exist.") from None
+    missing = [k for k in REPORT_KEYS if k not in report]
+    if missing or "natural" not in report.get("accuracy", {}):
+        raise ValueError(f"--report: {path} lacks {missing or ['accuracy.natural']}; expected "
+                         "the report.json written by python -m atamp_tf.evaluate.")
+    return report
+
+
+def metrics_from_report(report, meta, *, where="report.json"):
+    """The manifest's metrics block, after checking the report is about this model's setting."""
+    threat = report["threat_model"]
+    if report["dataset"] != meta.dataset:
+        raise ValueError(f"{where}: dataset {report['dataset']!r} but the model was trained on "
+                         f"{meta.dataset!r}.")
+    if threat.get("norm") != meta.norm or not math.isclose(threat.get("eps", -1), meta.eps,
+                                                           rel_tol=1e-6):
+        raise ValueError(f"{where}: threat model {threat} but the model was trained for "
+                         f"norm {meta.norm!r}, eps {meta.eps}.")
+    metrics = {k: report[k] for k in ("split", "num_examples", "examples", "accuracy", "attacks")}
+    metrics["worst_case"] = report.get("worst_case")
+    return metrics
+
+
+def git_code_version():
+    """HEAD commit of the checkout this package runs from, "-dirty" if atamp_tf/ has edits."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "atamp_tf")
+    except (OSError, subprocess.CalledProcessError):
+        raise ValueError("code version: not a git checkout; pass --code_version.") from None
+    return commit + ("-dirty" if dirty else "")
+
+
+def _url_for(path, manifest_path, base_url):
+    if base_url:
+        return f"{base_url.rstrip('/')}/{os.path.basename(path)}"
+    return os.path.relpath(path, os.path.dirname(os.path.abspath(manifest_path))).replace(
+        os.sep, "/")
+
+
+def make_entry(name, meta, metrics, *, onnx_path, url, card, hwc, num_classes, parity, licence,
+               created, code_version, keras=None):
+    """A manifest entry (schema in zoo/README.md); keras is (url, sha256) or None."""
+    entry = {
+        "name": name,
+        "dataset": meta.dataset,
+        "threat_model": {"norm": meta.norm, "eps": meta.eps},
+        "architecture": {"arch": meta.arch, "width": meta.width, "depth": meta.depth},
+        "training": {"method": meta.method, "amp": dict(meta.amp), "flagfile": meta.flagfile,
+                     "flags": list(meta.flags)},
+        "metrics": metrics,
+        "file": {"url": url, "size": os.path.getsize(onnx_path), "sha256": sha256_file(onnx_path),
+                 "format": "onnx"},
+        "input": {"shape": [None, *hwc], "layout": "NHWC", "dtype": "float32",
+                  "range": [0.0, 1.0], "name": INPUT_NAME},
+        "output": {"kind": "logits", "num_classes": int(num_classes), "name": OUTPUT_NAME},
+        "licence": licence,
+        "created": created,
+        "code_version": code_version,
+        "card": card,
+        "parity": parity.to_dict(),
+    }
+    if keras is not None:
+        entry["keras_url"], entry["keras_sha256"] = keras
+    return entry
+
+
+def add_manifest_entry(manifest_path, entry):
+    """Adds entry to the manifest at manifest_path (replacing one of the same name), atomically.
+
+    Creates the manifest if it does not exist; validates the result first; returns it.
+    """
+    if os.path.exists(manifest_path):
+        manifest = zoo_manifest.read_manifest(manifest_path)
+    else:
+        manifest = zoo_manifest.empty_manifest()
+    manifest = zoo_manifest.upsert_entry(manifest, entry)
+    zoo_manifest.write_manifest(manifest_path, manifest)
+    return manifest
+
+
+def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, manifest_path,
+                  base_url="", include_keras=False, licence="MIT", created=None,
+                  code_version=None, opset=DEFAULT_OPSET, atol=DEFAULT_ATOL, batch_size=256):
+    """Exports keras_path to <out_dir>/<name>.onnx, writes its card and manifest entry.
+
+    x, y: the report's examples (the first report["num_examples"] of its split). Besides the
+    parity check, the ONNX model's natural accuracy on them must equal the report's exactly, or
+    ExportError is raised (the report is not about this checkpoint) and nothing is published.
+    """
+    if not zoo_manifest.NAME_PATTERN.match(name or ""):
+        raise ValueError(f"--name: {name!r} must match {zoo_manifest.NAME_PATTERN.pattern}.")
+    metrics = metrics_from_report(report, meta)
+    n = metrics["num_examples"]
+    if len(x) != n or len(y) != n:
+        raise ValueError(f"report examples: the report covers {n} examples "
+                         f"({metrics['examples']}), got {len(x)} images and {len(y)} labels.")
+    model = load_keras_file(keras_path)
+    onnx_path = os.path.join(out_dir, f"{name}.onnx")
+    parity = export_model(model, onnx_path, x_check=x, opset=opset, atol=atol,
+                          batch_size=batch_size)
+    correct = int(np.sum(parity.onnx_predictions == np.asarray(y)))
+    recorded = round(metrics["accuracy"]["natural"] * n)
+    keras, written = None, [onnx_path]
+    try:
+        if correct != recorded:
+            raise ExportError(f"{keras_path}: natural accuracy {correct}/{n} on the report's "
+                              f"examples, but the report says {recorded}/{n}: is --report the "
+                              "evaluation of this checkpoint?")
+        if include_keras:
+            keras_copy = os.path.join(out_dir, f"{name}.keras")
+            written.append(keras_copy)
+            shutil.copyfile(keras_path, keras_copy)
+            keras = (_url_for(keras_copy, manifest_path, base_url), sha256_file(keras_copy))
+        card_path = os.path.join(card_dir, f"{name}.md")
+        entry = make_entry(
+            name, meta, metrics, onnx_path=onnx_path,
+            url=_url_for(onnx_path, manifest_path, base_url),
+            card=_url_for(card_path, manifest_path, ""), hwc=_input_hwc(model),
+            num_classes=model.outputs[0].shape[-1], parity=parity, licence=licence,
+            created=created or datetime.date.today().isoformat(),
+            code_version=code_version or git_code_version(), keras=keras)
+        zoo_manifest.validate_entry(entry, where=f"new entry for {onnx_path}")
+    except BaseException:
+        for path in written:
+            if os.path.exists(path):
+                os.remove(path)
+        raise
+    os.makedirs(card_dir, exist_ok=True)
+    with open(card_path, "w", encoding="utf-8") as f:
+        f.write(model_card.render_card(entry))
+    add_manifest_entry(manifest_path, entry)
+    return entry
+
+
+if __name__ == "__main__":
+    from atamp_tf import export_cli  # pylint: disable=import-outside-toplevel
+
+    export_cli.run()

@@ -1,0 +1,121 @@
+"""Command line of the exporter: python -m atamp_tf.export --run_dir=RUN --report=REPORT.
+
+    python -m atamp_tf.export --run_dir=runs/cifar10_linf --checkpoint=best \
+        --report=runs/cifar10_linf/eval/report.json --name=cifar10-linf-preactresnet18-at-amp
+
+writes zoo/models/<name>.onnx (parity-checked on the report's examples), zoo/cards/<name>.md
+and the entry in zoo/manifest.json. Instead of --run_dir, --keras_model=FILE.keras with the
+training metadata flags (--dataset, --norm, --eps, --arch, --method, --amp_*). Flags live here
+rather than in atamp_tf.export so that importing the library defines no absl flags.
+"""
+import fractions
+
+from absl import app, flags
+
+from atamp_tf import export
+
+_RUN_DIR = flags.DEFINE_string("run_dir", None, "Training run directory (atamp_tf.train).")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
+                                "Which checkpoint of --run_dir to export.")
+_KERAS_MODEL = flags.DEFINE_string("keras_model", None, "A .keras file, instead of --run_dir.")
+_REPORT = flags.DEFINE_string("report", None, "Evaluation report.json of this checkpoint "
+                              "(python -m atamp_tf.evaluate); default <run_dir>/report.json.")
+_NAME = flags.DEFINE_string("name", None, "Zoo name, e.g. cifar10-linf-preactresnet18-at-amp "
+                            "(default <dataset>-<norm>-<arch>-<method>[-amp]).")
+_OUT_DIR = flags.DEFINE_string("out_dir", "zoo/models", "Where <name>.onnx is written.")
+_CARD_DIR = flags.DEFINE_string("card_dir", "zoo/cards", "Where the model card <name>.md goes.")
+_MANIFEST = flags.DEFINE_string("manifest", "zoo/manifest.json", "Manifest to add the entry to.")
+_BASE_URL = flags.DEFINE_string("base_url", "", "If set, file URLs are <base_url>/<file name> "
+                                "(e.g. GitHub raw); else paths relative to the manifest.")
+_INCLUDE_KERAS = flags.DEFINE_bool("include_keras", False, "Also publish the .keras file.")
+_LICENCE = flags.DEFINE_string("licence", "MIT", "Licence of the published weights.")
+_CREATED = flags.DEFINE_string("created", None, "Creation date YYYY-MM-DD (default today).")
+_CODE_VERSION = flags.DEFINE_string("code_version", None, "Default: git HEAD of this checkout.")
+_OPSET = flags.DEFINE_integer("opset", export.DEFAULT_OPSET, "ONNX opset.", lower_bound=13)
+_ATOL = flags.DEFINE_float("atol", export.DEFAULT_ATOL, "Largest allowed |logit difference| "
+                           "between Keras and onnxruntime.", lower_bound=0.0)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Inference batch size.", lower_bound=1)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).")
+_NPZ_DIR = flags.DEFINE_string("npz_dir", None, "Local .npz data dir (default: the run's).")
+# Training metadata, only with --keras_model (a run directory records it in run_config.json).
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset the model was trained on.")
+_NORM = flags.DEFINE_enum("norm", None, ["linf", "l2"], "Threat model norm.")
+_EPS = flags.DEFINE_string("eps", None, "Threat model radius, a number or fraction (8/255).")
+_ARCH = flags.DEFINE_string("arch", None, "Architecture name (atamp_tf.models).")
+_WIDTH = flags.DEFINE_integer("width", None, "Architecture width, if any.")
+_DEPTH = flags.DEFINE_integer("depth", None, "Architecture depth, if any.")
+_METHOD = flags.DEFINE_string("method", None, "Training method (at, trades, mart, rst).")
+_AMP_DELTA = flags.DEFINE_float("amp_delta", None, "AMP radius delta.")
+_AMP_XI = flags.DEFINE_float("amp_xi", None, "AMP inner step size xi.")
+_AMP_STEPS = flags.DEFINE_integer("amp_steps", None, "AMP inner iterations.")
+_AMP_SCOPE = flags.DEFINE_string("amp_scope", None, "AMP norm scope (tensor, global, awp).")
+_TRAIN_FLAGFILE = flags.DEFINE_string("train_flagfile", "", "The flagfile that trained it.")
+
+_META_FLAGS = ("dataset", "norm", "eps", "arch", "width", "depth", "method", "amp_delta",
+               "amp_xi", "amp_steps", "amp_scope", "train_flagfile")
+
+
+def _meta_from_flags():
+    """ModelMeta from the explicit metadata flags (--keras_model mode)."""
+    config = {k: flags.FLAGS[k].value for k in _META_FLAGS if flags.FLAGS[k].value is not None}
+    try:
+        config["eps"] = float(fractions.Fraction(_EPS.value)) if _EPS.value else None
+    except ValueError:
+        raise ValueError(f"--eps: expected a number or fraction, got {_EPS.value!r}.") from None
+    config = {k: v for k, v in config.items() if v is not None}
+    lines = []
+    if _TRAIN_FLAGFILE.value:
+        with open(_TRAIN_FLAGFILE.value, encoding="utf-8") as f:
+            lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    return export.meta_from_run_config(config, lines, flagfile=_TRAIN_FLAGFILE.value,
+                                       where="--keras_model metadata flags (--dataset ...)")
+
+
+def _model_source():
+    """(keras path, ModelMeta, run_config) from --run_dir or --keras_model + metadata flags."""
+    if bool(_RUN_DIR.value) == bool(_KERAS_MODEL.value):
+        raise app.UsageError("pass exactly one of --run_dir and --keras_model.")
+    if _RUN_DIR.value:
+        given = [f"--{k}" for k in _META_FLAGS if flags.FLAGS[k].present]
+        if given:
+            raise app.UsageError(f"{', '.join(given)}: with --run_dir the metadata comes from "
+                                 "its run_config.json; drop these flags.")
+        return export.read_run_dir(_RUN_DIR.value, _CHECKPOINT.value)
+    return _KERAS_MODEL.value, _meta_from_flags(), {}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    keras_path, meta, config = _model_source()
+    report_path = _REPORT.value or (_RUN_DIR.value and f"{_RUN_DIR.value}/report.json")
+    if not report_path:
+        raise app.UsageError("--report: required with --keras_model.")
+    report = export.read_report(report_path)
+    from atamp_tf import data  # pylint: disable=import-outside-toplevel
+
+    x, y = data.load_arrays(meta.dataset, report["split"], num_examples=report["num_examples"],
+                            data_dir=_DATA_DIR.value or config.get("data_dir"),
+                            npz_dir=_NPZ_DIR.value or config.get("npz_dir"))
+    amp_tag = "-amp" if meta.amp["delta"] else ""
+    default_name = f"{meta.dataset}-{meta.norm}-{meta.arch}-{meta.method}{amp_tag}"
+    name = _NAME.value or default_name.lower().replace("_", "-")
+    entry = export.export_to_zoo(
+        keras_path, meta, report, x, y, name=name,
+        out_dir=_OUT_DIR.value, card_dir=_CARD_DIR.value, manifest_path=_MANIFEST.value,
+        base_url=_BASE_URL.value, include_keras=_INCLUDE_KERAS.value, licence=_LICENCE.value,
+        created=_CREATED.value, code_version=_CODE_VERSION.value, opset=_OPSET.value,
+        atol=_ATOL.value, batch_size=_BATCH_SIZE.value)
+    print(f"exported {entry['name']}: {entry['file']['url']} ({entry['file']['size']} bytes, "
+          f"sha256 {entry['file']['sha256']}); parity max |diff| "
+          f"{entry['parity']['max_abs_diff']:.2e} on {entry['parity']['num_examples']} examples; "
+          f"natural accuracy {entry['metrics']['accuracy']['natural']:.4f}; manifest "
+          f"{_MANIFEST.value}, card {entry['card']}.")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

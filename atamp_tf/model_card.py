@@ -1,0 +1,76 @@
+"""Model cards: the human-readable page of a zoo model, rendered from its manifest entry.
+
+The card is generated, never edited by hand, so it can only say what the manifest says.
+"""
+
+_ATTACK_ORDER = ("natural", "fgsm", "pgd20", "pgd100", "cw_inf", "spsa", "autoattack")
+
+
+def _fraction(value):
+    return "not run" if value is None else f"{100 * value:.2f}%"
+
+
+def _settings(settings):
+    items = {k: v for k, v in settings.items() if k != "accuracy"} if isinstance(settings, dict) \
+        else {}
+    return ", ".join(f"{k}={v}" for k, v in items.items()) or "-"
+
+
+def _metrics_table(metrics):
+    accuracy, attacks = metrics["accuracy"], metrics.get("attacks", {})
+    names = [k for k in _ATTACK_ORDER if k in accuracy]
+    names += sorted(k for k in accuracy if k not in _ATTACK_ORDER)
+    rows = ["| attack | accuracy | settings |", "| --- | --- | --- |"]
+    rows += [f"| {k} | {_fraction(accuracy[k])} | {_settings(attacks.get(k))} |" for k in names]
+    return "\n".join(rows)
+
+
+def render_card(entry):
+    """Markdown model card of a (validated) manifest entry."""
+    threat, arch, training = entry["threat_model"], entry["architecture"], entry["training"]
+    amp, metrics, file = training["amp"], entry["metrics"], entry["file"]
+    shape = ["batch"] + entry["input"]["shape"][1:]
+    flags_text = "\n".join(training["flags"]) or "(no flags recorded)"
+    parity = entry.get("parity")
+    parity_line = (f"max |logit difference| Keras vs onnxruntime {parity['max_abs_diff']:.2e} on "
+                   f"{parity['num_examples']} examples, identical predictions" if parity else
+                   "not recorded")
+    keras_line = (f"- Keras model: `{entry['keras_url']}` (sha256 `{entry['keras_sha256']}`)\n"
+                  if "keras_url" in entry else "")
+    return f"""# {entry['name']}
+
+Robust classifier for **{entry['dataset']}** under the **{threat['norm']}** threat model,
+eps = {threat['eps']:.6g} (pixels in [0, 1]).
+
+## Use
+```python
+from atamp_tf import zoo
+session = zoo.load("{entry['name']}")  # downloads, checks sha256, caches
+logits = session.run(None, {{"{entry['input']['name']}": images}})[0]  # images: float32 NHWC in [0, 1]
+```
+Input `{entry['input']['name']}`: float32 {shape} (NHWC), values in [0, 1]; the normalisation
+is inside the model. Output `{entry['output']['name']}`: logits over
+{entry['output']['num_classes']} classes.
+
+## Robustness
+Evaluated on {metrics['examples']} ({metrics['num_examples']} examples of the
+`{metrics['split']}` split), from the evaluation report of this checkpoint:
+
+{_metrics_table(metrics)}
+
+Worst case over attacks: {metrics.get('worst_case', 'not recorded')}.
+
+## Model
+- Architecture: {arch['arch']} (width {arch['width']}, depth {arch['depth']})
+- Training: {training['method']} with AMP (delta {amp['delta']}, xi {amp['xi']},
+  {amp['steps']} ascent step(s), scope {amp['scope']})
+- Flagfile: `{training['flagfile'] or 'not recorded'}`; the run's flags:
+```
+{flags_text}
+```
+
+## File
+- ONNX: `{file['url']}`, {file['size']} bytes, sha256 `{file['sha256']}`
+{keras_line}- Export parity: {parity_line}
+- Licence: {entry['licence']}; created {entry['created']}; code version `{entry['code_version']}`
+"""

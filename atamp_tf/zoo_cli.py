@@ -1,0 +1,80 @@
+"""Command line of the zoo: python -m atamp_tf.zoo list | info NAME | download NAME |
+verify NAME | evaluate NAME.
+
+Flags live here rather than in atamp_tf.zoo so that importing the library defines no absl flags
+(two modules defining the same flag name cannot be imported into one process).
+"""
+import json
+import sys
+
+from absl import app, flags, logging
+
+from atamp_tf import zoo
+
+_MANIFEST = flags.DEFINE_string("manifest", None, "Zoo manifest JSON (default: "
+                                "$ATAMP_TF_ZOO_MANIFEST, else the repository's zoo/manifest.json).")
+_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Download cache (default: $ATAMP_TF_CACHE, "
+                                 "else the user cache directory .../atamp_tf).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "evaluate: TFDS data directory.")
+_NPZ_DIR = flags.DEFINE_string("npz_dir", None, "evaluate: directory of local .npz arrays.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "evaluate: inference batch size.",
+                                   lower_bound=1)
+
+COMMANDS = ("list", "info", "download", "verify", "evaluate")
+USAGE = "usage: python -m atamp_tf.zoo [flags] list | {info,download,verify,evaluate} NAME"
+
+
+def format_table(entries):
+    """One line per model: name, dataset, threat model, architecture, accuracies."""
+    lines = [f"{'name':40s} {'dataset':10s} {'threat':14s} {'arch':22s} natural  robust"]
+    for e in entries:
+        acc = e["metrics"]["accuracy"]
+        robust_name = next((k for k in ("autoattack", "pgd100", "pgd20") if acc.get(k) is not None),
+                           None)
+        robust = f"{acc[robust_name]:.4f} ({robust_name})" if robust_name else "-"
+        threat = f"{e['threat_model']['norm']} {e['threat_model']['eps']:.4g}"
+        lines.append(f"{e['name']:40s} {e['dataset']:10s} {threat:14s} "
+                     f"{e['architecture']['arch']:22s} {acc['natural']:.4f}   {robust}")
+    return "\n".join(lines)
+
+
+def run_command(command, name, the_zoo):
+    """Runs one command and returns (text to print, exit status)."""
+    if command == "list":
+        entries = the_zoo.list_models()
+        return (format_table(entries) if entries else "The zoo manifest lists no models."), 0
+    if command == "info":
+        return json.dumps(the_zoo.info(name), indent=2), 0
+    if command == "download":
+        fetched = the_zoo.fetch(name)
+        source = "verified cached copy" if fetched.from_cache else f"downloaded from {fetched.url}"
+        return f"{fetched.path} ({source})", 0
+    if command == "verify":
+        result = the_zoo.verify(name)
+        return f"OK {name}: sha256 {result['sha256']}, {result['size']} bytes, graph I/O match.", 0
+    result = the_zoo.evaluate(name, data_dir=_DATA_DIR.value, npz_dir=_NPZ_DIR.value,
+                              batch_size=_BATCH_SIZE.value)
+    verdict = "reproduced" if result.matches else "NOT reproduced"
+    text = (f"{name}: natural accuracy {result.accuracy:.4f} ({result.correct}/"
+            f"{result.num_examples}) vs recorded {result.recorded_accuracy:.4f} "
+            f"({result.recorded_correct}/{result.num_examples}): {verdict}.")
+    return text, 0 if result.matches else 1
+
+
+def main(argv):
+    args = argv[1:]
+    if not args or args[0] not in COMMANDS or len(args) != (1 if args[0] == "list" else 2):
+        raise app.UsageError(USAGE)
+    logging.set_verbosity(logging.INFO)
+    the_zoo = zoo.Zoo(_MANIFEST.value, _CACHE_DIR.value)
+    text, status = run_command(args[0], args[1] if len(args) > 1 else None, the_zoo)
+    print(text)
+    sys.exit(status)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,182 @@
+"""Export: ONNX parity on real data, loud failure, manifest entry and card, the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime
+import pytest
+
+import zoo_helpers
+from atamp_tf import export, zoo, zoo_manifest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return zoo_helpers.train_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return zoo_helpers.check_examples()
+
+
+def _bn(model):
+    return next(layer for layer in model.layers if layer.__class__.__name__ == "BatchNormalization")
+
+
+def test_export_model_parity_on_real_digits(model, examples, tmp_path):
+    x, _ = examples
+    bn = _bn(model)
+    # Trained BatchNorm: inference uses moving statistics far from the initial 0 / 1.
+    assert np.abs(np.asarray(bn.moving_mean)).max() > 1e-3
+    assert np.abs(np.asarray(bn.moving_variance) - 1).max() > 1e-2
+    path = tmp_path / "tiny.onnx"
+    result = export.export_model(model, path, x_check=x)
+    assert result.passed and result.predictions_equal
+    assert result.max_abs_diff <= 1e-4 and result.num_examples == len(x)
+    assert result.opset == export.DEFAULT_OPSET
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.shape, inp.type) == ("images", ["batch", 8, 8, 1], "tensor(float)")
+    assert (out.name, out.shape) == ("logits", ["batch", 10])
+    for batch in (1, 7):  # dynamic batch dimension, logits (not probabilities)
+        got = session.run(None, {"images": x[:batch]})[0]
+        want = model.predict(x[:batch], verbose=0)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        assert not np.allclose(got.sum(axis=1), 1.0)
+    assert list(os.listdir(tmp_path)) == ["tiny.onnx"]
+
+
+def test_broken_parity_fails_loudly_and_writes_nothing(model, examples, tmp_path, monkeypatch):
+    x, _ = examples
+    real = export.onnx_logits
+    monkeypatch.setattr(export, "onnx_logits", lambda *a, **k: real(*a, **k) + 1e-3)
+    with pytest.raises(export.ParityError, match="max .logit difference. 0.001"):
+        export.export_model(model, tmp_path / "tiny.onnx", x_check=x)
+    assert os.listdir(tmp_path) == []
+
+
+def test_changed_predictions_fail_even_within_tolerance(model, examples, tmp_path, monkeypatch):
+    x, _ = examples
+    real = export.onnx_logits
+    monkeypatch.setattr(export, "onnx_logits",
+                        lambda *a, **k: np.roll(real(*a, **k), 1, axis=1))
+    with pytest.raises(export.ParityError, match="DIFFER"):
+        export.export_model(model, tmp_path / "tiny.onnx", x_check=x, atol=1e9)
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_images_must_be_unit_range_float32_nhwc(model, examples, tmp_path):
+    x, _ = examples
+    with pytest.raises(ValueError, match=r"x_check: pixels must be finite and in \[0, 1\]"):
+        export.export_model(model, tmp_path / "a.onnx", x_check=x * 255)
+    with pytest.raises(ValueError, match="x_check: expected float32 images"):
+        export.export_model(model, tmp_path / "a.onnx", x_check=x[:, :4])
+    assert os.listdir(tmp_path) == []
+
+
+def _export_run(run_dir, tmp_path, report, **kwargs):
+    keras_path, meta, _ = export.read_run_dir(run_dir, "best")
+    x, y = zoo_helpers.check_examples()
+    return export.export_to_zoo(
+        keras_path, meta, report, x, y, name="digits-linf-tiny", out_dir=tmp_path / "zoo/models",
+        card_dir=tmp_path / "zoo/cards", manifest_path=tmp_path / "zoo/manifest.json",
+        code_version="0123abc", created="2025-01-02", **kwargs)
+
+
+def test_export_to_zoo_from_run_dir_writes_valid_entry_and_card(model, examples, tmp_path):
+    x, y = examples
+    report = zoo_helpers.make_report(model, x, y)
+    run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
+    assert export.read_report(os.path.join(run_dir, "report.json")) == report
+    entry = _export_run(run_dir, tmp_path, report, include_keras=True)
+
+    manifest = zoo_manifest.read_manifest(tmp_path / "zoo/manifest.json")  # validates
+    assert manifest["models"] == [entry]
+    onnx_path = tmp_path / "zoo/models/digits-linf-tiny.onnx"
+    assert entry["file"] == {"url": "models/digits-linf-tiny.onnx", "format": "onnx",
+                             "size": os.path.getsize(onnx_path),
+                             "sha256": zoo.sha256_file(onnx_path)}
+    assert entry["keras_sha256"] == zoo.sha256_file(run_dir + "/checkpoints/best.keras")
+    assert entry["keras_url"] == "models/digits-linf-tiny.keras"
+    # Metrics come from the report, untouched; training metadata from run_config / flags.cfg.
+    for key in ("split", "num_examples", "examples", "accuracy", "attacks", "worst_case"):
+        assert entry["metrics"][key] == report[key]
+    assert entry["threat_model"] == {"norm": "linf", "eps": 0.1}
+    assert entry["training"]["amp"] == {"delta": 0.1, "xi": 1.0, "steps": 1, "scope": "tensor"}
+    assert entry["training"]["flags"] == ["--dataset=digits", "--norm=linf"]
+    assert entry["input"]["shape"] == [None, 8, 8, 1] and entry["output"]["num_classes"] == 10
+    assert entry["parity"]["max_abs_diff"] <= 1e-4 and entry["parity"]["num_examples"] == len(x)
+    card = (tmp_path / "zoo" / entry["card"]).read_text()
+    assert entry["card"] == "cards/digits-linf-tiny.md"
+    assert entry["file"]["sha256"] in card and "first 120 of test" in card
+    assert f"{100 * report['accuracy']['natural']:.2f}%" in card
+
+    # Re-export under the same name replaces the entry; a second name is added beside it.
+    _export_run(run_dir, tmp_path, report)
+    other = dict(entry, name="digits-linf-tiny-b")
+    export.add_manifest_entry(tmp_path / "zoo/manifest.json", other)
+    names = [m["name"] for m in zoo_manifest.read_manifest(tmp_path / "zoo/manifest.json")["models"]]
+    assert names == ["digits-linf-tiny", "digits-linf-tiny-b"]
+
+
+def test_report_of_another_checkpoint_is_refused(model, examples, tmp_path):
+    x, y = examples
+    report = zoo_helpers.make_report(model, x, y)
+    report["accuracy"]["natural"] = (round(report["accuracy"]["natural"] * len(y)) - 1) / len(y)
+    run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
+    with pytest.raises(export.ExportError, match="is --report the evaluation of this checkpoint"):
+        _export_run(run_dir, tmp_path, report, include_keras=True)
+    assert os.listdir(tmp_path / "zoo/models") == []
+    assert not (tmp_path / "zoo/manifest.json").exists()
+
+
+def test_report_for_another_threat_model_is_refused(model, examples, tmp_path):
+    x, y = examples
+    report = zoo_helpers.make_report(model, x, y, norm="l2", eps=0.5)
+    run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
+    with pytest.raises(ValueError, match="threat model .* but the model was trained for"):
+        _export_run(run_dir, tmp_path, report)
+
+
+def test_run_dir_checks():
+    with pytest.raises(ValueError, match="--checkpoint: expected 'best' or 'last'"):
+        export.read_run_dir("/nonexistent", "final")
+    with pytest.raises(ValueError, match="--run_dir: .*best.keras does not exist"):
+        export.read_run_dir("/nonexistent", "best")
+    with pytest.raises(ValueError, match="missing AMP setting 'xi'"):
+        export.meta_from_run_config({k: v for k, v in zoo_helpers.RUN_CONFIG.items()
+                                     if k != "amp_xi"})
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "atamp_tf.export", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_cli_exports_run_dir_and_fails_with_nonzero_exit(model, examples, tmp_path):
+    x, y = examples
+    report = zoo_helpers.make_report(model, x, y)
+    run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
+    common = [f"--run_dir={run_dir}", f"--out_dir={tmp_path}/zoo/models",
+              f"--card_dir={tmp_path}/zoo/cards", f"--manifest={tmp_path}/zoo/manifest.json",
+              "--code_version=0123abc"]
+    ok = _cli(*common, "--checkpoint=best")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    manifest = json.loads((tmp_path / "zoo/manifest.json").read_text())
+    zoo_manifest.validate_manifest(manifest)
+    (entry,) = manifest["models"]
+    assert entry["name"] == "digits-linf-tiny-cnn-at-amp" and entry["dataset"] == "digits"
+    assert entry["metrics"]["accuracy"] == report["accuracy"]
+
+    wrong = dict(report, accuracy=dict(report["accuracy"], natural=0.0))
+    (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+    bad = _cli(*common, f"--report={tmp_path}/wrong.json", "--name=digits-wrong")
+    assert bad.returncode != 0
+    assert "ExportError" in bad.stderr and "is --report the evaluation" in bad.stderr
+    assert not (tmp_path / "zoo/models/digits-wrong.onnx").exists()
