@@ -1,0 +1,109 @@
+"""Sanity checks of an attack evaluation (Carlini et al. 2019, "On evaluating adversarial
+robustness"; AutoAttack's own checks), run on every report.
+
+- every adversarial example lies in the eps-ball around its input and in [0, 1], measured on
+  the arrays the attacks returned;
+- no attack leaves accuracy above natural accuracy;
+- a stronger attack is never weaker than the attack it extends (PGD-100 <= PGD-20 <= FGSM;
+  the AutoAttack ensemble <= every white-box attack);
+- black-box attacks (SPSA, Square) are not clearly stronger than the best white-box attack:
+  if they are, the gradients the white-box attacks follow are likely masked.
+Comparisons allow `tolerance(n)`: half a percent plus two examples of n, since random starts
+and random directions move a few examples either way.
+"""
+import dataclasses
+
+import numpy as np
+from absl import logging
+
+WHITE_BOX = ("fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2")
+BLACK_BOX = ("spsa", "square")
+# (stronger, weaker): the stronger attack's accuracy must not exceed the weaker one's.
+ORDER = (("pgd20", "fgsm"), ("pgd100", "pgd20")) + tuple(
+    ("autoattack", name) for name in WHITE_BOX)
+BANNER = "!" * 72
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One check's outcome, as stored in report.json's `checks` list."""
+    name: str
+    passed: bool
+    detail: str
+
+    def as_dict(self):
+        return {"name": self.name, "passed": bool(self.passed), "detail": self.detail}
+
+
+def tolerance(n):
+    """Accuracy slack for comparisons between attacks on n examples: 0.5% + 2 / n."""
+    return 0.005 + 2.0 / max(int(n), 1)
+
+
+def perturbation_size(x, x_adv, norm):
+    """Per-example distance ||x_adv - x|| in the threat model's norm (numpy, float64)."""
+    diff = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(len(x), -1)
+    if norm == "linf":
+        return np.abs(diff).max(axis=1, initial=0.0)
+    return np.sqrt((diff ** 2).sum(axis=1))
+
+
+def check_perturbation(name, x, x_adv, *, norm, eps, atol=1e-5):
+    """Every x_adv is within eps (+ float slack atol) of x in the norm, and inside [0, 1]."""
+    if np.shape(x) != np.shape(x_adv):
+        return Check(f"valid_examples:{name}", False,
+                     f"shape {np.shape(x_adv)} of the adversarial examples differs from the "
+                     f"inputs' {np.shape(x)}")
+    dist = perturbation_size(x, x_adv, norm)
+    largest = float(dist.max(initial=0.0))
+    low = float(np.min(x_adv, initial=0.0))
+    high = float(np.max(x_adv, initial=0.0))
+    finite = bool(np.all(np.isfinite(x_adv)))
+    outside = int((dist > eps + atol).sum())
+    passed = finite and outside == 0 and low >= -atol and high <= 1.0 + atol
+    detail = (f"largest {norm} distance {largest:.6g} (eps {eps:.6g}, {outside} of {len(dist)} "
+              f"outside); pixels in [{low:.6g}, {high:.6g}]" + ("" if finite else "; NON-FINITE"))
+    return Check(f"valid_examples:{name}", passed, detail)
+
+
+def check_accuracies(accuracy, n):
+    """Ordering checks between the attacks present in `accuracy` (name -> fraction)."""
+    tol = tolerance(n)
+    checks = []
+    natural = accuracy.get("natural")
+    if natural is not None:
+        for name, acc in accuracy.items():
+            if name != "natural":
+                checks.append(Check(
+                    f"not_above_natural:{name}", acc <= natural + tol,
+                    f"{name} {acc:.4f} vs natural {natural:.4f} (tolerance {tol:.4f})"))
+    for stronger, weaker in ORDER:
+        if stronger in accuracy and weaker in accuracy:
+            checks.append(Check(
+                f"order:{stronger}<={weaker}", accuracy[stronger] <= accuracy[weaker] + tol,
+                f"{stronger} {accuracy[stronger]:.4f} vs {weaker} {accuracy[weaker]:.4f} "
+                f"(tolerance {tol:.4f})"))
+    white = {name: accuracy[name] for name in WHITE_BOX if name in accuracy}
+    if white:
+        best_name = min(white, key=white.get)
+        for name in BLACK_BOX:
+            if name in accuracy:
+                passed = accuracy[name] >= white[best_name] - tol
+                detail = (f"black-box {name} {accuracy[name]:.4f} vs best white-box {best_name} "
+                          f"{white[best_name]:.4f} (tolerance {tol:.4f})")
+                if not passed:
+                    detail = "possible gradient masking: " + detail
+                checks.append(Check(f"gradient_masking:{name}", passed, detail))
+    return checks
+
+
+def warn_failures(checks):
+    """Logs every failed check as a loud warning; returns the failed ones."""
+    failed = [check for check in checks if not check.passed]
+    if failed:
+        lines = [BANNER, f"WARNING: {len(failed)} sanity check(s) FAILED: the robustness "
+                         "numbers below may be wrong"]
+        lines += [f"  {check.name}: {check.detail}" for check in failed]
+        lines.append(BANNER)
+        logging.warning("\n".join(lines))
+    return failed

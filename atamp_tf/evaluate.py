@@ -1,0 +1,524 @@
+"""python -m atamp_tf.evaluate: the paper's attack suite (Table 3) on a model -> report.json.
+
+    python -m atamp_tf.evaluate --model=runs/at_amp --num_examples=1000 --output_dir=eval
+
+--model is a run directory (its checkpoints/best.keras, or last.keras with --checkpoint=last;
+dataset, data location and threat model default to its run_config.json), a `.keras` file, or
+an exported `.onnx` file. An ONNX model answers natural accuracy and the gradient-free attacks
+(SPSA, Square) through onnxruntime; the white-box attacks and AutoAttack need gradients, so
+they run on the `.keras` checkpoint it was exported from (--keras_model) or are skipped, and
+the report says so. Writes report.json (settings, accuracy per attack, worst case per example,
+sanity checks), report.md (the Table 3 row) and per_example.npz (correctness per attack).
+"""
+import dataclasses
+import datetime
+import json
+import math
+import os
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+from atamp_tf.attacks import sanity, suite
+
+DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
+PARITY_ATOL = 1e-3  # largest |Keras - ONNX| logit difference accepted as the same model
+NEEDS_GRADIENTS = ("fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
+
+_MODEL = flags.DEFINE_string("model", None, "Run directory, .keras file or .onnx file.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
+                                "Which checkpoint of a run directory to evaluate.")
+_KERAS_MODEL = flags.DEFINE_string(
+    "keras_model", None, "With an .onnx --model: the .keras checkpoint it was exported from, "
+    "attacked by the white-box attacks and AutoAttack (skipped without it).")
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset name (default: the run's).")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate on.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory.")
+_NPZ_DIR = flags.DEFINE_string("npz_dir", None, "Directory of local .npz arrays.")
+_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None,
+                                     "Evaluate the first N examples of the split (default all).")
+_ATTACKS = flags.DEFINE_string(
+    "attacks", None, "Comma list of attacks (default: Table 3's; `square` as well for ONNX). "
+    "Known: natural, fgsm, pgd20, pgd100, cw_inf (linf) / cw_l2 (l2), spsa, autoattack, square.")
+_NORM = flags.DEFINE_string("norm", None, "Threat model norm, linf or l2 (default: the run's, "
+                            "else linf).")
+_EPS = flags.DEFINE_string("eps", None, "Radius, a number or a fraction such as 8/255 (default: "
+                           "the run's, else 8/255 for linf and 128/255 for l2).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per attack batch.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of every random start and direction.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the report (default: "
+                                  "<run>/eval, or <model file stem>_eval beside the file).")
+_PGD_STEP_SIZE = flags.DEFINE_string("pgd_step_size", None, "PGD / CW step (number or fraction; "
+                                     "default eps/4 for linf, eps*15/128 for l2).")
+_SPSA_STEPS = flags.DEFINE_integer("spsa_steps", suite.SuiteSettings.spsa_steps,
+                                   "SPSA iterations.")
+_SPSA_SAMPLES = flags.DEFINE_integer("spsa_samples", suite.SuiteSettings.spsa_samples,
+                                     "SPSA model evaluations per gradient estimate (even).")
+_SPSA_DELTA = flags.DEFINE_float("spsa_delta", suite.SuiteSettings.spsa_delta,
+                                 "SPSA finite-difference perturbation.")
+_SPSA_LR = flags.DEFINE_float("spsa_learning_rate", suite.SuiteSettings.spsa_learning_rate,
+                              "SPSA Adam step size.")
+_SPSA_MAX_BATCH = flags.DEFINE_integer("spsa_max_batch", suite.SuiteSettings.spsa_max_batch,
+                                       "Most images per model call inside SPSA.")
+_AA_VERSION = flags.DEFINE_string("autoattack_version", "standard", "AutoAttack version.")
+_AA_ITERS = flags.DEFINE_integer("autoattack_iters", 100, "APGD / FAB iterations.")
+_SQUARE_QUERIES = flags.DEFINE_integer("square_queries", 5000, "Square attack queries.")
+
+
+# ---------------------------------------------------------------------------- arguments
+
+def parse_fraction(text, flag):
+    """A non-negative finite number from '0.03' or '8/255'; ValueError naming the flag."""
+    value = None
+    try:
+        if isinstance(text, str) and "/" in text:
+            num, den = text.split("/")
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        pass
+    if value is None or not math.isfinite(value) or value < 0:
+        raise ValueError(f"--{flag} must be a non-negative number or a fraction such as 8/255, "
+                         f"got {text!r}")
+    return value
+
+
+def check_norm(norm):
+    """Returns norm if it is linf or l2; ValueError naming --norm otherwise."""
+    if norm not in suite.NORM_ORD:
+        raise ValueError(f"--norm must be one of {', '.join(suite.NORM_ORD)}, got {norm!r}")
+    return norm
+
+
+def parse_attacks(text, norm, *, onnx=False):
+    """Attack names from a comma list (None: the defaults), in Table 3 order.
+
+    `natural` is always included: it costs one pass and every sanity check compares with it.
+    """
+    if text is None:
+        names = suite.table3_attacks(norm) + (("square",) if onnx else ())
+        return names
+    names = [name.strip() for name in str(text).split(",") if name.strip()]
+    other_cw = {"cw_inf": "cw_l2", "cw_l2": "cw_inf"}
+    for name in names:
+        if name in other_cw and name != suite.cw_name(norm):
+            raise ValueError(f"--attacks: {name} is the CW attack of the other norm; under "
+                             f"--norm={norm} it is called {suite.cw_name(norm)}")
+        if name not in suite.known_attacks(norm):
+            raise ValueError(f"--attacks: unknown attack {name!r}; known under --norm={norm}: "
+                             f"{', '.join(suite.known_attacks(norm))}")
+    if not names:
+        raise ValueError("--attacks: empty list; name at least one attack")
+    return tuple(name for name in suite.known_attacks(norm) if name in names or
+                 name == "natural")
+
+
+# ---------------------------------------------------------------------------- models
+
+@dataclasses.dataclass
+class ModelSource:
+    """What --model (and --keras_model) point at, resolved to files."""
+    path: str
+    kind: str                   # "run_dir", "keras" or "onnx"
+    keras_path: str | None
+    onnx_path: str | None
+    run_config: dict
+
+    @property
+    def name(self):
+        base = os.path.basename(os.path.normpath(self.path))
+        return base if self.kind == "run_dir" else os.path.splitext(base)[0]
+
+
+def _read_run_config(run_dir):
+    path = os.path.join(run_dir, "run_config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def resolve_model(path, *, checkpoint="best", keras_model=None):
+    """ModelSource of a run directory, .keras or .onnx path; ValueError naming the flag."""
+    if not path:
+        raise ValueError("--model is required: a run directory, a .keras file or an .onnx file")
+    if keras_model is not None and not str(path).endswith(".onnx"):
+        raise ValueError("--keras_model goes with an .onnx --model only")
+    if keras_model is not None and not os.path.isfile(keras_model):
+        raise ValueError(f"--keras_model: {keras_model} is not a file")
+    if os.path.isdir(path):
+        keras_path = os.path.join(path, "checkpoints", f"{checkpoint}.keras")
+        if not os.path.isfile(keras_path):
+            raise ValueError(f"--model: run directory {path} has no {keras_path} "
+                             "(--checkpoint picks best or last)")
+        return ModelSource(path, "run_dir", keras_path, None, _read_run_config(path))
+    if not os.path.isfile(path):
+        raise ValueError(f"--model: {path} does not exist")
+    # A checkpoint inside a run directory (<run>/checkpoints/x.keras) still has its run's config.
+    parent = os.path.dirname(os.path.abspath(path))
+    run_dir = os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else parent
+    if path.endswith(".keras"):
+        return ModelSource(path, "keras", path, None, _read_run_config(run_dir))
+    if path.endswith(".onnx"):
+        config = _read_run_config(run_dir) if keras_model is None else {}
+        if keras_model is not None:
+            kparent = os.path.dirname(os.path.abspath(keras_model))
+            config = _read_run_config(os.path.dirname(kparent)
+                                      if os.path.basename(kparent) == "checkpoints" else kparent)
+        return ModelSource(path, "onnx", keras_model, path, config)
+    raise ValueError(f"--model: expected a run directory, a .keras or an .onnx file, got {path}")
+
+
+def load_keras_model(path):
+    """The plain Keras network stored at path (an AMPModel's `network` if it is one)."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    import atamp_tf  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    model = keras.saving.load_model(path, compile=False)
+    return getattr(model, "network", model)
+
+
+def keras_logits_fn(model):
+    """logits_fn of a Keras model in inference mode (BatchNorm uses its moving statistics)."""
+    return lambda x: model(x, training=False)
+
+
+def onnx_session(path):
+    """An onnxruntime CPU session of the file at path."""
+    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_numpy_fn(session):
+    """numpy images -> numpy logits through an onnxruntime session (first input and output)."""
+    name = session.get_inputs()[0].name
+
+    def logits(x):
+        return session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+    return logits
+
+
+def numpy_as_tf_logits_fn(fn, num_classes):
+    """A traceable logits_fn around a numpy one (no gradient): for gradient-free attacks."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    def logits(x):
+        out = tf.numpy_function(fn, [x], tf.float32, stateful=False)
+        return tf.ensure_shape(out, [None, num_classes])
+    return logits
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+@dataclasses.dataclass
+class _Target:
+    """A model the attacks can query: its traceable logits_fn and a numpy predictor."""
+    name: str
+    logits_fn: object
+    predict: object  # numpy images -> numpy logits
+    model: object    # what AutoAttack is given: the Keras model, or the numpy logits function
+
+
+def _keras_target(model, batch_size):
+    fn = keras_logits_fn(model)
+    compiled = suite.compile_logits(fn)
+    return _Target("keras", fn, lambda x: suite.predict(compiled, x, batch_size=batch_size),
+                   model)
+
+
+def _onnx_target(session, num_classes, batch_size):
+    fn = onnx_numpy_fn(session)
+
+    def predict(x):
+        outs = [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, num_classes), np.float32)
+    return _Target("onnx", numpy_as_tf_logits_fn(fn, num_classes), predict, fn)
+
+
+def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings):
+    """x_adv and extra report fields of AutoAttack (or its Square component) on a target."""
+    from atamp_tf.attacks import autoattack as aa  # pylint: disable=import-outside-toplevel
+    result = aa.autoattack(
+        target.model, x, y, norm=norm, eps=eps, num_classes=num_classes, seed=seed,
+        version=settings.autoattack_version, batch_size=batch_size,
+        components=("square",) if name == "square" else None,
+        n_iter=settings.autoattack_iters, n_queries=settings.square_queries)
+    extra = {"reported_accuracy": float(result.accuracy)}
+    robust = getattr(result, "robust", None)
+    if isinstance(robust, dict):
+        extra["component_accuracy"] = {k: float(np.mean(v)) for k, v in robust.items()}
+    return np.asarray(result.x_adv, np.float32), extra
+
+
+def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path=None,
+                   num_classes=None, batch_size=128, seed=0,
+                   settings=suite.SuiteSettings(), verbose=True):
+    """Runs the attack suite on (x, y); returns the report dict (see module docstring).
+
+    keras_model: a Keras model mapping [0,1] images to logits (white-box attacks need it).
+    onnx_path: an exported ONNX file; if given, natural accuracy and the gradient-free attacks
+      are measured on it through onnxruntime.
+    """
+    import keras  # pylint: disable=import-outside-toplevel
+    check_norm(norm)
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if keras_model is None and onnx_path is None:
+        raise ValueError("evaluate_model needs keras_model, onnx_path or both")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"--batch_size must be a whole number >= 1, got {batch_size!r}")
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y).astype(np.int32)
+    if x.ndim != 4 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"expected NHWC images and one label each, got {x.shape} and {y.shape}")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"pixels must be in [0, 1], got [{x.min()}, {x.max()}]")
+    names = parse_attacks(None if attacks is None else ",".join(attacks), norm,
+                          onnx=onnx_path is not None)
+    keras.utils.set_random_seed(seed)
+    started = time.time()
+    targets, checks = {}, []
+    if keras_model is not None:
+        targets["keras"] = _keras_target(keras_model, batch_size)
+        num_classes = num_classes or int(keras_model.output_shape[-1])
+    if onnx_path is not None:
+        session = onnx_session(onnx_path)
+        num_classes = num_classes or int(onnx_numpy_fn(session)(x[:1]).shape[-1])
+        targets["onnx"] = _onnx_target(session, num_classes, batch_size)
+    primary = targets.get("onnx") or targets["keras"]
+    natural_logits = primary.predict(x)
+    if "keras" in targets and "onnx" in targets:
+        checks.append(_parity_check(targets["keras"].predict(x), natural_logits))
+
+    results, skipped, correct = {}, {}, {"natural": natural_logits.argmax(1) == y}
+    for stream, name in enumerate(names):
+        target = primary if suite.KINDS[name] in ("clean", "black_box") else targets.get("keras")
+        if target is None:
+            skipped[name] = ("needs gradients, and only an ONNX file was given: pass "
+                             "--keras_model (the .keras checkpoint it was exported from)")
+            if name == "autoattack" and "square" not in names:
+                skipped[name] += "; run --attacks=square for AutoAttack's gradient-free part"
+            continue
+        settings_dict = suite.attack_settings(name, norm=norm, eps=eps, settings=settings)
+        tic = time.time()
+        extra = {}
+        if name == "natural":
+            x_adv = x
+        elif name in ("autoattack", "square"):
+            try:
+                x_adv, extra = _run_autoattack(name, target, x, y, norm=norm, eps=eps,
+                                               num_classes=num_classes, seed=seed,
+                                               batch_size=batch_size, settings=settings)
+            except ImportError as err:
+                skipped[name] = f"atamp_tf.attacks.autoattack is not available ({err})"
+                continue
+        else:
+            attack = suite.make_attack(name, target.logits_fn, norm=norm, eps=eps,
+                                       settings=settings)
+            x_adv = suite.run_batched(attack, x, y, batch_size=batch_size, seed=seed,
+                                      stream=stream, label=suite.LABELS[name], verbose=verbose)
+        seconds = time.time() - tic
+        pred = natural_logits.argmax(1) if name == "natural" else target.predict(x_adv).argmax(1)
+        correct[name] = pred == y
+        if name != "natural":
+            checks.append(sanity.check_perturbation(name, x, x_adv, norm=norm, eps=eps))
+        results[name] = {"label": suite.LABELS[name], "kind": suite.KINDS[name],
+                         "run_on": target.name, "settings": settings_dict,
+                         "accuracy": float(correct[name].mean()),
+                         "num_correct": int(correct[name].sum()), "seconds": round(seconds, 3),
+                         **extra}
+        logging.info("%s: accuracy %.4f (%d/%d) in %.1fs", name, results[name]["accuracy"],
+                     results[name]["num_correct"], len(x), seconds)
+    accuracy = {name: r["accuracy"] for name, r in results.items()}
+    checks += sanity.check_accuracies(accuracy, len(x))
+    sanity.warn_failures(checks)
+    return {
+        "threat_model": {"norm": norm, "eps": float(eps)},
+        "num_examples": int(len(x)),
+        "num_classes": int(num_classes),
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "attacks": results,
+        "skipped": skipped,
+        "accuracy": accuracy,
+        "worst_case": _worst_case(correct, [n for n in names if n in results]),
+        "checks": [check.as_dict() for check in checks],
+        "checks_passed": all(check.passed for check in checks),
+        "seconds": round(time.time() - started, 3),
+        "_correct": correct,
+    }
+
+
+def _parity_check(keras_logits, onnx_logits):
+    diff = float(np.abs(keras_logits - onnx_logits).max())
+    agree = float((keras_logits.argmax(1) == onnx_logits.argmax(1)).mean())
+    return sanity.Check("onnx_keras_parity", diff <= PARITY_ATOL,
+                        f"largest |Keras - ONNX| logit difference {diff:.3g} (accepted up to "
+                        f"{PARITY_ATOL:g}); predictions agree on {agree:.2%} of examples")
+
+
+def _worst_case(correct, names):
+    """Per example: robust only if correct naturally and under every attack that ran."""
+    robust = np.logical_and.reduce([correct[name] for name in names])
+    broken_first = {}
+    for i in np.flatnonzero(~robust):
+        first = next(name for name in names if not correct[name][i])
+        broken_first[first] = broken_first.get(first, 0) + 1
+    return {"accuracy": float(robust.mean()), "num_robust": int(robust.sum()),
+            "over": list(names), "broken_first_by": broken_first}
+
+
+# ---------------------------------------------------------------------------- reports
+
+def _percent(value):
+    return "–" if value is None else f"{100.0 * value:.2f}"
+
+
+def markdown_report(report):
+    """report.md: failed checks first, then the Table 3 row, attack settings and checks."""
+    failed = [c for c in report["checks"] if not c["passed"]]
+    lines = []
+    if failed:
+        lines += ["## WARNING: sanity checks failed", "",
+                  "The numbers below may not measure robustness (see Checks).", ""]
+        lines += [f"- **{c['name']}**: {c['detail']}" for c in failed] + [""]
+    threat = report["threat_model"]
+    name = report.get("model_name", "model")
+    keras_note = (f" (white-box attacks on `{report['keras_model']}`)"
+                  if report.get("keras_model") and report.get("onnx") else "")
+    lines += [f"# Robustness of {name}", "",
+              f"- model: `{report.get('model', name)}`{keras_note}",
+              f"- data: {report.get('dataset', '?')}, "
+              f"{report.get('examples', str(report['num_examples']) + ' examples')}",
+              f"- threat model: {threat['norm']}, eps = {threat.get('eps_text', threat['eps'])} "
+              f"({threat['eps']:.6g})",
+              f"- seed {report['seed']}, {report['seconds']:.1f} s", ""]
+    norm = threat["norm"]
+    columns = list(suite.table3_attacks(norm))
+    columns += [name for name in report["accuracy"] if name not in columns]
+    acc = report["accuracy"]
+    lines += ["| Defense | " + " | ".join(suite.LABELS[c] for c in columns) + " | Worst case |",
+              "| --- |" + " ---: |" * (len(columns) + 1),
+              f"| {name} | " + " | ".join(_percent(acc.get(c)) for c in columns)
+              + f" | {_percent(report['worst_case']['accuracy'])} |", "",
+              "Accuracy (%) on the adversarial examples; – = not run. Worst case: correct "
+              "naturally and under every attack run.", ""]
+    if report["skipped"]:
+        lines += ["Skipped:", ""] + [f"- {name}: {why}" for name, why in
+                                     report["skipped"].items()] + [""]
+    lines += ["## Attacks", "", "| Attack | Run on | Accuracy | Seconds | Settings |",
+              "| --- | --- | ---: | ---: | --- |"]
+    for name, r in report["attacks"].items():
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()
+                             if k not in ("norm", "eps", "implementation"))
+        lines.append(f"| {r['label']} | {r['run_on']} | {_percent(r['accuracy'])} | "
+                     f"{r['seconds']:.1f} | {settings} |")
+    lines += ["", "## Checks", ""]
+    lines += [f"- {'PASS' if c['passed'] else '**FAIL**'} {c['name']}: {c['detail']}"
+              for c in report["checks"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report, output_dir):
+    """Writes report.json, report.md and per_example.npz into output_dir; returns their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    correct = report.pop("_correct", None)
+    paths = {"json": os.path.join(output_dir, "report.json"),
+             "md": os.path.join(output_dir, "report.md")}
+    if correct is not None:
+        paths["npz"] = os.path.join(output_dir, "per_example.npz")
+        np.savez_compressed(paths["npz"], **{f"correct_{k}": v for k, v in correct.items()})
+        report["per_example_file"] = "per_example.npz"
+    with open(paths["json"], "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    with open(paths["md"], "w", encoding="utf-8") as f:
+        f.write(markdown_report(report))
+    return paths
+
+
+def _versions():
+    import cleverhans  # pylint: disable=import-outside-toplevel
+    import keras  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return {"tensorflow": tf.__version__, "keras": keras.__version__,
+            "cleverhans": getattr(cleverhans, "__version__", "unknown")}
+
+
+def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, split="test",
+                  data_dir=None, npz_dir=None, num_examples=None, attacks=None, norm=None,
+                  eps=None, batch_size=128, seed=0, output_dir=None,
+                  settings=suite.SuiteSettings(), verbose=True):
+    """Resolves the model and data, runs the suite, writes the report; returns the report.
+
+    attacks: comma string or None; eps: number, fraction string or None (run's / default).
+    """
+    source = resolve_model(model, checkpoint=checkpoint, keras_model=keras_model)
+    config = source.run_config
+    norm = check_norm(norm or config.get("norm") or "linf")
+    eps_text = str(eps) if eps is not None else (
+        str(config["eps"]) if "eps" in config and config.get("norm") == norm
+        else DEFAULT_EPS[norm])
+    eps_value = parse_fraction(eps_text, "eps")
+    names = parse_attacks(attacks, norm, onnx=source.onnx_path is not None)
+    dataset = dataset or config.get("dataset")
+    if not dataset:
+        raise ValueError("--dataset is required when --model is not a run directory with a "
+                         "run_config.json naming one")
+    if num_examples is not None and (int(num_examples) != num_examples or num_examples < 1):
+        raise ValueError(f"--num_examples must be a whole number >= 1, got {num_examples!r}")
+    from atamp_tf import data  # pylint: disable=import-outside-toplevel
+    x, y = data.load_arrays(dataset, split, data_dir=data_dir or config.get("data_dir"),
+                            npz_dir=npz_dir or config.get("npz_dir"), num_examples=num_examples)
+    network = load_keras_model(source.keras_path) if source.keras_path else None
+    report = evaluate_model(x, y, norm=norm, eps=eps_value, attacks=names, keras_model=network,
+                            onnx_path=source.onnx_path, batch_size=batch_size, seed=seed,
+                            settings=settings, verbose=verbose)
+    report["threat_model"]["eps_text"] = eps_text
+    how = "the first" if num_examples is not None else "all"
+    report = {
+        "model": source.path, "model_name": source.name, "model_format": source.kind,
+        "keras_model": source.keras_path, "onnx": source.onnx_path,
+        "dataset": dataset, "split": split,
+        "examples": f"{how} {len(x)} examples of the {split} split in its own order",
+        **report,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    if output_dir is None:
+        output_dir = (os.path.join(source.path, "eval") if source.kind == "run_dir"
+                      else os.path.splitext(source.path)[0] + "_eval")
+    paths = write_report(report, output_dir)
+    logging.info("wrote %s", ", ".join(paths.values()))
+    return report
+
+
+def settings_from_flags():
+    """SuiteSettings from the attack flags."""
+    step = _PGD_STEP_SIZE.value
+    return suite.SuiteSettings(
+        pgd_step_size=None if step is None else parse_fraction(step, "pgd_step_size"),
+        spsa_steps=_SPSA_STEPS.value, spsa_samples=_SPSA_SAMPLES.value,
+        spsa_delta=_SPSA_DELTA.value, spsa_learning_rate=_SPSA_LR.value,
+        spsa_max_batch=_SPSA_MAX_BATCH.value, autoattack_version=_AA_VERSION.value,
+        autoattack_iters=_AA_ITERS.value, square_queries=_SQUARE_QUERIES.value)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    report = evaluate_path(
+        _MODEL.value, checkpoint=_CHECKPOINT.value, keras_model=_KERAS_MODEL.value,
+        dataset=_DATASET.value, split=_SPLIT.value, data_dir=_DATA_DIR.value,
+        npz_dir=_NPZ_DIR.value, num_examples=_NUM_EXAMPLES.value, attacks=_ATTACKS.value,
+        norm=_NORM.value, eps=_EPS.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+        output_dir=_OUTPUT_DIR.value, settings=settings_from_flags())
+    print(markdown_report(report))
+
+
+if __name__ == "__main__":
+    app.run(main)
