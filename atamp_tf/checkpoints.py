@@ -1,0 +1,67 @@
+"""Finding and loading trained networks: run directories, `.keras` files; flag-value parsing
+shared by the command-line programs. Flag-free, so every CLI can import it."""
+import json
+import math
+import os
+
+
+def parse_fraction(text, flag):
+    """A non-negative finite number from '0.03' or '8/255'; ValueError naming the flag."""
+    value = None
+    try:
+        if isinstance(text, str) and "/" in text:
+            num, den = text.split("/")
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError, TypeError):
+        pass
+    if value is None or not math.isfinite(value) or value < 0:
+        raise ValueError(f"--{flag} must be a non-negative number or a fraction such as 8/255, "
+                         f"got {text!r}")
+    return value
+
+
+def read_run_config(run_dir):
+    """The run's run_config.json as a dict ({} when there is none)."""
+    path = os.path.join(run_dir, "run_config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def run_dir_of(keras_path):
+    """The run directory a checkpoint belongs to (<run>/checkpoints/x.keras -> <run>)."""
+    parent = os.path.dirname(os.path.abspath(keras_path))
+    return os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else parent
+
+
+def checkpoint_path(path, checkpoint="best", flag="model"):
+    """The .keras file that `path` (a run directory or a .keras file) stands for."""
+    if os.path.isdir(path):
+        keras_path = os.path.join(path, "checkpoints", f"{checkpoint}.keras")
+        if not os.path.isfile(keras_path):
+            raise ValueError(f"--{flag}: run directory {path} has no {keras_path} "
+                             "(--checkpoint picks best or last)")
+        return keras_path
+    if not os.path.isfile(path):
+        raise ValueError(f"--{flag}: {path} does not exist")
+    if not path.endswith(".keras"):
+        raise ValueError(f"--{flag}: expected a run directory or a .keras file, got {path}")
+    return path
+
+
+def load_keras_model(path):
+    """The plain Keras network stored at path (an AMPModel's `network` if it is one)."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    import atamp_tf  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    model = keras.saving.load_model(path, compile=False)
+    return getattr(model, "network", model)
+
+
+def load_network(path, checkpoint="best", flag="model"):
+    """(network, run_config) for a run directory or a .keras file."""
+    keras_path = checkpoint_path(path, checkpoint, flag)
+    return load_keras_model(keras_path), read_run_config(run_dir_of(keras_path))
