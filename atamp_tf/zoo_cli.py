@@ -66,8 +66,11 @@ def main(argv):
     if not args or args[0] not in COMMANDS or len(args) != (1 if args[0] == "list" else 2):
         raise app.UsageError(USAGE)
     logging.set_verbosity(logging.INFO)
-    the_zoo = zoo.Zoo(_MANIFEST.value, _CACHE_DIR.value)
-    text, status = run_command(args[0], args[1] if len(args) > 1 else None, the_zoo)
+    try:
+        the_zoo = zoo.Zoo(_MANIFEST.value, _CACHE_DIR.value)
+        text, status = run_command(args[0], args[1] if len(args) > 1 else None, the_zoo)
+    except (zoo.ZooError, ValueError) as e:
+        sys.exit(f"error: {type(e).__name__}: {e}")
     print(text)
     sys.exit(status)
 

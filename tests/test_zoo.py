@@ -1,0 +1,350 @@
+"""Zoo: manifest schema, real entries, download / cache / verify over a 127.0.0.1 server."""
+import collections
+import copy
+import http.server
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import onnxruntime
+import pytest
+
+import zoo_helpers
+from atamp_tf import export, zoo, zoo_manifest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get("ATAMP_TF_NPZ_ROOT",
+                             os.path.join(os.path.dirname(REPO), "shared", "data"))
+NAME = "digits-linf-tiny"
+
+
+# ---------------------------------------------------------------- the real zoo
+
+def _real_data_dirs(entry):
+    """(npz_dir, None) when the entry's examples are available offline, else a reason string."""
+    dataset, split = entry["dataset"], entry["metrics"]["split"]
+    if dataset == "digits":  # ships with scikit-learn
+        return None, None
+    if os.path.isfile(os.path.join(SHARED_DATA, dataset, f"{split}.npz")):
+        return SHARED_DATA, None
+    return None, f"{dataset} {split} data not found under {SHARED_DATA}"
+
+
+def test_real_zoo_entries_verify_and_reproduce_natural_accuracy(tmp_path):
+    """Every real entry: sha256 and graph I/O checked, natural accuracy reproduced exactly."""
+    the_zoo = zoo.Zoo(zoo.REPO_MANIFEST, os.environ.get(zoo.CACHE_ENV) or tmp_path)
+    zoo_manifest.validate_manifest(the_zoo.manifest)
+    assert the_zoo.names() == sorted(set(the_zoo.names()))
+    unchecked = []
+    for name in the_zoo.names():
+        entry = the_zoo.info(name)
+        assert (zoo.pathlib.Path(REPO) / "zoo" / entry["card"]).is_file(), entry["card"]
+        try:
+            result = the_zoo.verify(name)
+        except zoo.ZooDownloadError as e:  # a remote file on an offline machine
+            unchecked.append(f"{name}: {e}")
+            continue
+        assert result["sha256"] == entry["file"]["sha256"]
+        npz_dir, missing = _real_data_dirs(entry)
+        if missing:
+            unchecked.append(f"{name}: {missing}")
+            continue
+        reproduction = the_zoo.evaluate(name, npz_dir=npz_dir)
+        assert reproduction.matches, reproduction
+    if unchecked:
+        pytest.skip("checked every other entry; could not check: " + "; ".join(unchecked))
+
+
+# ---------------------------------------------------------------- a zoo built in tmp
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A tiny digits model exported into a zoo in tmp (relative file URLs), plus its model."""
+    root = tmp_path_factory.mktemp("zoo_src")
+    model = zoo_helpers.train_tiny_model(seed=1)
+    x, y = zoo_helpers.check_examples()
+    report = zoo_helpers.make_report(model, x, y)
+    run_dir = zoo_helpers.make_run_dir(str(root / "run"), model, report)
+    keras_path, meta, _ = export.read_run_dir(run_dir, "best")
+    entry = export.export_to_zoo(
+        keras_path, meta, report, x, y, name=NAME, out_dir=root / "zoo/models",
+        card_dir=root / "zoo/cards", manifest_path=root / "zoo/manifest.json",
+        include_keras=True, code_version="0123abc")
+    onnx_bytes = (root / "zoo/models" / f"{NAME}.onnx").read_bytes()
+    return {"root": root, "manifest": root / "zoo/manifest.json", "entry": entry,
+            "model": model, "onnx": onnx_bytes}
+
+
+def test_tmp_zoo_reproduces_recorded_natural_accuracy(published, tmp_path):
+    the_zoo = zoo.Zoo(published["manifest"], tmp_path / "cache")
+    result = the_zoo.evaluate(NAME)  # atamp_tf.data.load_arrays("digits", "test", 120)
+    recorded = published["entry"]["metrics"]["accuracy"]["natural"]
+    assert result.matches and result.num_examples == zoo_helpers.NUM_CHECK
+    assert result.accuracy == recorded and 0.5 < recorded < 1.0
+    assert the_zoo.verify(NAME)["from_cache"] is True  # evaluate cached it
+
+    # The same logic notices a manifest whose recorded accuracy is off by one example.
+    entry = the_zoo.info(NAME)
+    x, y = zoo_helpers.check_examples()
+    entry["metrics"]["accuracy"]["natural"] = (result.correct + 1) / result.num_examples
+    off = zoo.reproduce_natural_accuracy(entry, the_zoo.load(NAME), x, y)
+    assert not off.matches and off.correct == result.correct
+    with pytest.raises(ValueError, match="records 120 examples"):
+        zoo.reproduce_natural_accuracy(entry, the_zoo.load(NAME), x[:50], y[:50])
+
+
+def test_load_and_load_keras_give_the_published_model(published, tmp_path):
+    the_zoo = zoo.Zoo(published["manifest"], tmp_path / "cache")
+    x, _ = zoo_helpers.check_examples()
+    want = published["model"].predict(x, verbose=0)
+    session = the_zoo.load(NAME)
+    assert isinstance(session, onnxruntime.InferenceSession)
+    np.testing.assert_allclose(session.run(None, {"images": x})[0], want, atol=1e-4)
+    keras_model = the_zoo.load_keras(NAME)
+    np.testing.assert_allclose(keras_model.predict(x, verbose=0), want, atol=1e-6)
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert sorted(p.rsplit(".", 1)[1] for p in cached) == ["keras", "onnx"]
+
+
+def test_list_info_and_unknown_names(published, tmp_path):
+    kwargs = {"manifest": published["manifest"], "cache_dir": tmp_path}
+    assert [e["name"] for e in zoo.list_models(**kwargs)] == [NAME]
+    assert zoo.list(**kwargs) == zoo.list_models(**kwargs)
+    assert zoo.info(NAME, **kwargs) == published["entry"]
+    with pytest.raises(zoo.UnknownModelError, match=f"no model 'nope'.*known: \\['{NAME}'\\]"):
+        zoo.info("nope", **kwargs)
+    with pytest.raises(AttributeError):
+        zoo.does_not_exist  # pylint: disable=pointless-statement
+
+
+def test_cache_dir_comes_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "c"))
+    assert zoo.default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv(zoo.CACHE_ENV)
+    assert zoo.default_cache_dir().name == "atamp_tf"
+
+
+def test_zoo_cli_list_verify_evaluate(published, tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    flags = [f"--manifest={published['manifest']}", f"--cache_dir={tmp_path}"]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "atamp_tf.zoo", *flags, *args], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    listed = cli("list")
+    assert listed.returncode == 0 and NAME in listed.stdout, listed.stderr[-2000:]
+    evaluated = cli("evaluate", NAME)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    n = zoo_helpers.NUM_CHECK
+    correct = round(published["entry"]["metrics"]["accuracy"]["natural"] * n)
+    assert f"({correct}/{n}) vs recorded" in evaluated.stdout and "reproduced" in evaluated.stdout
+    unknown = cli("verify", "nope")
+    assert unknown.returncode == 1 and "UnknownModelError: no model 'nope'" in unknown.stderr
+
+
+# ---------------------------------------------------------------- manifest schema
+
+def test_repo_manifest_and_exported_entry_validate(published):
+    zoo_manifest.validate_manifest(json.loads(zoo.REPO_MANIFEST.read_text()))
+    zoo_manifest.validate_manifest(json.loads(published["manifest"].read_text()))
+
+
+@pytest.mark.parametrize("path, value, field", [
+    (("file", "sha256"), "abc", "file.sha256"),
+    (("file", "url"), "ftp://example.org/x.onnx", "file.url"),
+    (("threat_model", "eps"), -0.1, "threat_model.eps"),
+    (("threat_model", "norm"), "l1", "threat_model.norm"),
+    (("input", "range"), [0, 255], "input.range"),
+    (("input", "shape"), [1, 8, 8, 1], "input.shape"),
+    (("metrics", "accuracy", "natural"), 0.123456, "metrics.accuracy.natural"),
+    (("training", "amp", "steps"), 1.5, "training.amp.steps"),
+    (("created",), "02/01/2025", "created"),
+])
+def test_validate_manifest_names_entry_and_field(published, path, value, field):
+    manifest = json.loads(published["manifest"].read_text())
+    target = manifest["models"][0]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(zoo_manifest.ManifestError,
+                       match=f"manifest entry 0 \\('{NAME}'\\): field '{field}'"):
+        zoo.validate_manifest(manifest)
+
+
+def test_validate_manifest_structure(published):
+    manifest = json.loads(published["manifest"].read_text())
+    entry = manifest["models"][0]
+    missing = copy.deepcopy(entry)
+    del missing["metrics"]["examples"]
+    with pytest.raises(zoo_manifest.ManifestError, match="missing field 'metrics.examples'"):
+        zoo.validate_manifest({"schema_version": 1, "models": [missing]})
+    with pytest.raises(zoo_manifest.ManifestError, match="names must be unique"):
+        zoo.validate_manifest({"schema_version": 1, "models": [entry, entry]})
+    lone = {k: v for k, v in entry.items() if k != "keras_sha256"}
+    with pytest.raises(zoo_manifest.ManifestError, match="'keras_url' and 'keras_sha256'"):
+        zoo.validate_manifest({"schema_version": 1, "models": [lone]})
+    with pytest.raises(zoo_manifest.ManifestError, match="unknown field"):
+        zoo.validate_manifest({"schema_version": 1, "models": [dict(entry, sha="x")]})
+    with pytest.raises(zoo_manifest.ManifestError, match="'schema_version': expected 1"):
+        zoo.validate_manifest({"schema_version": 2, "models": []})
+    zoo.validate_manifest({"schema_version": 1, "models": []})
+
+
+# ---------------------------------------------------------------- downloads over HTTP
+
+class FileServer:
+    """Serves bytes on 127.0.0.1 (ephemeral port), counting GETs; can truncate responses."""
+
+    def __init__(self):
+        self.files, self.truncated, self.requests = {}, set(), collections.Counter()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802  (http.server's name)
+                server.requests[self.path] += 1
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                # A truncated response promises len(body) bytes, sends half, then hangs up.
+                self.wfile.write(body[:len(body) // 2] if self.path in server.truncated else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        self.running = True
+
+    def stop(self):
+        if self.running:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.thread.join(timeout=10)
+            self.running = False
+
+
+@pytest.fixture
+def server():
+    srv = FileServer()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def http_zoo(published, server, tmp_path):
+    """A manifest whose entry points at the server, an empty cache, and the served path."""
+    entry = copy.deepcopy(published["entry"])
+    entry["file"]["url"] = f"{server.url}/models/{NAME}.onnx"
+    manifest = tmp_path / "manifest.json"
+    zoo_manifest.write_manifest(manifest, {"schema_version": 1, "models": [entry]})
+    server.files[f"/models/{NAME}.onnx"] = published["onnx"]
+    return zoo.Zoo(manifest, tmp_path / "cache"), f"/models/{NAME}.onnx"
+
+
+def _cache_files(the_zoo):
+    return sorted(p.name for p in the_zoo.cache_dir.iterdir()) if the_zoo.cache_dir.exists() \
+        else []
+
+
+def test_download_then_cache_hit_without_a_request(http_zoo, server, published, caplog):
+    the_zoo, path = http_zoo
+    first = the_zoo.fetch(NAME)
+    assert not first.from_cache and server.requests[path] == 1
+    assert open(first.path, "rb").read() == published["onnx"]
+    assert zoo.sha256_file(first.path) == published["entry"]["file"]["sha256"]
+    with caplog.at_level(logging.INFO, logger="atamp_tf.zoo"):
+        second = the_zoo.download(NAME)
+    assert second == first.path and server.requests[path] == 1
+    assert "using the verified cached copy" in caplog.text
+    assert _cache_files(the_zoo) == [os.path.basename(first.path)]
+
+
+def test_sha256_mismatch_is_refused_and_nothing_cached(http_zoo, server, published):
+    the_zoo, path = http_zoo
+    server.files[path] = published["onnx"][:-1] + b"\0"  # same size, other bytes
+    with pytest.raises(zoo.ZooIntegrityError, match="does not match the manifest's sha256"):
+        the_zoo.download(NAME)
+    assert server.requests[path] == 1 and _cache_files(the_zoo) == []
+
+
+def test_truncated_download_is_detected(http_zoo, server, published):
+    the_zoo, path = http_zoo
+    server.truncated.add(path)  # Content-Length says more than arrives
+    with pytest.raises(zoo.ZooDownloadError, match=f"model '{NAME}'.*download from http") as info:
+        the_zoo.download(NAME)
+    assert "IncompleteRead" in str(info.value) or "ChunkedEncodingError" in str(info.value)
+    assert _cache_files(the_zoo) == []
+    server.truncated.clear()
+    server.files[path] = published["onnx"][:1000]  # a short file served honestly
+    with pytest.raises(zoo.ZooIntegrityError):
+        the_zoo.download(NAME)
+    assert _cache_files(the_zoo) == []
+
+
+def test_tampered_cache_is_fetched_again(http_zoo, server, published, caplog):
+    the_zoo, path = http_zoo
+    cached = the_zoo.download(NAME)
+    with open(cached, "r+b") as f:
+        f.write(b"tampered")
+    with caplog.at_level(logging.WARNING, logger="atamp_tf.zoo"):
+        fetched = the_zoo.fetch(NAME)
+    assert "fails its sha256 check" in caplog.text
+    assert not fetched.from_cache and server.requests[path] == 2
+    assert open(fetched.path, "rb").read() == published["onnx"]
+
+
+def test_tampered_cache_offline_is_refused_and_removed(http_zoo, server):
+    the_zoo, _ = http_zoo
+    cached = the_zoo.download(NAME)
+    with open(cached, "ab") as f:
+        f.write(b"x")
+    server.stop()
+    with pytest.raises(zoo.ZooDownloadError, match="failed its sha256 check and was removed"):
+        the_zoo.load(NAME)
+    assert _cache_files(the_zoo) == []
+
+
+def test_offline_uses_cache_and_says_so(http_zoo, server, caplog):
+    the_zoo, path = http_zoo
+    cached = the_zoo.download(NAME)
+    server.stop()
+    with caplog.at_level(logging.INFO, logger="atamp_tf.zoo"):
+        fetched = the_zoo.fetch(NAME)
+    assert fetched.from_cache and fetched.path == cached
+    assert "using the verified cached copy" in caplog.text
+    assert the_zoo.verify(NAME)["from_cache"] is True
+    assert server.requests[path] == 1
+
+
+def test_offline_without_cache_names_model_url_and_cache_path(http_zoo, server):
+    the_zoo, path = http_zoo
+    server.stop()
+    with pytest.raises(zoo.ZooDownloadError) as info:
+        the_zoo.download(NAME)
+    message = str(info.value)
+    assert f"model '{NAME}'" in message and f"{server.url}{path}" in message
+    assert str(the_zoo.cache_dir) in message and "offline" in message
+    assert _cache_files(the_zoo) == []
+
+
+def test_file_url_missing_file_is_a_clear_download_error(published, tmp_path):
+    entry = copy.deepcopy(published["entry"])
+    entry["file"]["url"] = "models/not-there.onnx"
+    manifest = tmp_path / "manifest.json"
+    zoo_manifest.write_manifest(manifest, {"schema_version": 1, "models": [entry]})
+    the_zoo = zoo.Zoo(manifest, tmp_path / "cache")
+    with pytest.raises(zoo.ZooDownloadError, match="not-there.onnx"):
+        the_zoo.download(NAME)
+    assert _cache_files(the_zoo) == []
