@@ -29,12 +29,16 @@ def render_card(entry):
     """Markdown model card of a (validated) manifest entry."""
     threat, arch, training = entry["threat_model"], entry["architecture"], entry["training"]
     amp, metrics, file = training["amp"], entry["metrics"], entry["file"]
-    shape = ["batch"] + entry["input"]["shape"][1:]
+    shape = "[" + ", ".join(["batch"] + [str(d) for d in entry["input"]["shape"][1:]]) + "]"
+    sizes = ", ".join(f"{k} {arch[k]}" for k in ("width", "depth") if arch.get(k) is not None)
+    worst = metrics.get("worst_case")
     flags_text = "\n".join(training["flags"]) or "(no flags recorded)"
     parity = entry.get("parity")
     parity_line = (f"max |logit difference| Keras vs onnxruntime {parity['max_abs_diff']:.2e} on "
                    f"{parity['num_examples']} examples, identical predictions" if parity else
                    "not recorded")
+    amp_text = (f"with AMP (delta {amp['delta']}, xi {amp['xi']}, {amp['steps']} ascent "
+                f"step(s), scope {amp['scope']})" if amp["delta"] else "without AMP (delta 0)")
     keras_line = (f"- Keras model: `{entry['keras_url']}` (sha256 `{entry['keras_sha256']}`)\n"
                   if "keras_url" in entry else "")
     return f"""# {entry['name']}
@@ -58,12 +62,11 @@ Evaluated on {metrics['examples']} ({metrics['num_examples']} examples of the
 
 {_metrics_table(metrics)}
 
-Worst case over attacks: {metrics.get('worst_case', 'not recorded')}.
+Worst case over attacks: {'not recorded' if worst is None else worst}.
 
 ## Model
-- Architecture: {arch['arch']} (width {arch['width']}, depth {arch['depth']})
-- Training: {training['method']} with AMP (delta {amp['delta']}, xi {amp['xi']},
-  {amp['steps']} ascent step(s), scope {amp['scope']})
+- Architecture: {arch['arch']}{f' ({sizes})' if sizes else ''}
+- Training: {training['method']} {amp_text}
 - Flagfile: `{training['flagfile'] or 'not recorded'}`; the run's flags:
 ```
 {flags_text}
