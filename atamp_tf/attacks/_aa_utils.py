@@ -1,0 +1,156 @@
+"""Shared plumbing of the AutoAttack components (APGD, FAB, Square): argument checks, per-example
+Lp norms, stateless seeds, and a cache of compiled per-batch graphs (one trace per model)."""
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+NORMS = ("linf", "l2")
+
+
+def check_norm(norm):
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def check_positive(name, value, integer=False):
+    kind = int if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+        what = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def check_images(x, name="x"):
+    """Returns x as a float32 numpy NHWC array in [0, 1]; raises ValueError otherwise."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be a 4-D NHWC image batch, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{name} must hold float pixels in [0, 1], got dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if x.size and (np.nanmin(x) < 0.0 or np.nanmax(x) > 1.0 or np.isnan(x).any()):
+        raise ValueError(f"{name} must hold pixels in [0, 1], got range "
+                         f"[{np.nanmin(x)}, {np.nanmax(x)}] (NaN: {np.isnan(x).any()})")
+    return x
+
+
+def check_labels(y, n, num_classes=None, name="y"):
+    """Returns y as an int32 numpy vector of length n (labels in [0, num_classes))."""
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"{name} must be a vector of {n} integer labels, got shape {y.shape}")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer labels, got dtype {y.dtype}")
+    if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{name} must hold labels in [0, {num_classes}), got range "
+                         f"[{y.min()}, {y.max()}]")
+    return y.astype(np.int32, copy=False)
+
+
+def seed_pair(seed, *salt):
+    """A stateless-RNG seed (shape [2], int64) from a user seed and integers naming the call."""
+    check_seed(seed)
+    mixed = np.random.SeedSequence([int(seed), *[int(s) for s in salt]]).generate_state(2)
+    return (mixed.astype(np.int64) & 0x7FFFFFFF)
+
+
+def check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def flat(t):
+    return tf.reshape(t, [tf.shape(t)[0], -1])
+
+
+def lp_norm(d, norm):
+    """Per-example Lp norm of a batch (any rank), shape [batch]."""
+    d = flat(d)
+    if norm == "linf":
+        return tf.reduce_max(tf.abs(d), axis=1)
+    return tf.sqrt(tf.reduce_sum(tf.square(d), axis=1))
+
+
+def lp_norm_np(d, norm):
+    d = np.asarray(d, np.float64).reshape(len(d), -1)
+    if norm == "linf":
+        return np.abs(d).max(axis=1) if d.shape[1] else np.zeros(len(d))
+    return np.sqrt((d ** 2).sum(axis=1))
+
+
+def per_example(v):
+    """Reshapes a per-example vector [batch] to broadcast against NHWC images."""
+    return tf.reshape(v, [-1, 1, 1, 1])
+
+
+def gather_label(logits, labels):
+    return tf.gather(logits, labels, axis=1, batch_dims=1)
+
+
+def as_logits_callable(fn):
+    """A TF-traceable logits function: Keras models are called with training=False."""
+    if not callable(fn):
+        raise ValueError(f"model / logits_fn must be callable (a Keras model or a function "
+                         f"mapping [0,1] NHWC float32 images to logits), got {type(fn).__name__}")
+    try:
+        import keras
+        if isinstance(fn, keras.layers.Layer):
+            return lambda x: fn(x, training=False)
+    except ImportError:  # pragma: no cover - keras ships with the project
+        pass
+    return fn
+
+
+def numpy_logits_callable(predict_fn, num_classes):
+    """Wraps a numpy function (float32 NHWC -> logits [n, num_classes]) for use inside a graph."""
+    if not callable(predict_fn):
+        raise ValueError(f"predict_fn must be callable, got {type(predict_fn).__name__}")
+
+    def call_numpy(a):
+        out = np.asarray(predict_fn(np.asarray(a, np.float32)), np.float32)
+        if out.shape != (a.shape[0], num_classes):
+            raise ValueError(f"predict_fn must return logits of shape ({a.shape[0]}, "
+                             f"{num_classes}), got {out.shape}")
+        return out
+
+    def logits(x):
+        out = tf.numpy_function(call_numpy, [x], tf.float32, stateful=False)
+        out.set_shape([None, num_classes])
+        return out
+    return logits
+
+
+_CACHE = weakref.WeakKeyDictionary()
+
+
+def compiled(owner, key, build):
+    """Returns build() (a tf.function) cached per (owner, key), so a model is traced once per
+    component and image shape rather than once per batch. owner: the user's model / function;
+    owners that cannot be weakly referenced get a fresh graph on every call."""
+    try:
+        per_owner = _CACHE.setdefault(owner, {})
+    except TypeError:
+        return build()
+    if key not in per_owner:
+        per_owner[key] = build()
+    return per_owner[key]
+
+
+def predict_logits(logits_fn, x, batch_size=500):
+    """Logits of numpy images through a traceable logits function, batch by batch (compiled)."""
+    spec = tf.TensorSpec([None, *x.shape[1:]], tf.float32)
+    fn = compiled(logits_fn, ("predict", x.shape[1:]),
+                  lambda: tf.function(as_logits_callable(logits_fn), input_signature=[spec],
+                                      autograph=False))
+    outs = [np.asarray(fn(x[i:i + batch_size]), np.float32)
+            for i in range(0, len(x), batch_size)]
+    if not outs:
+        return np.zeros((0, 0), np.float32)
+    out = np.concatenate(outs)
+    if out.ndim != 2 or out.shape[0] != len(x):
+        raise ValueError(f"the model must return logits of shape [batch, classes], got "
+                         f"{out.shape} for {len(x)} inputs")
+    return out
