@@ -240,17 +240,20 @@ def _onnx_target(session, num_classes, batch_size):
 
 
 def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings):
-    """x_adv and extra report fields of AutoAttack (or its Square component) on a target."""
+    """x_adv and extra report fields of AutoAttack, or of its Square component alone, on a
+    target (a Keras model, or an ONNX session's numpy function for Square)."""
     from atamp_tf.attacks import autoattack as aa  # pylint: disable=import-outside-toplevel
+    on_keras = target.name == "keras"
     result = aa.autoattack(
-        target.model, x, y, norm=norm, eps=eps, num_classes=num_classes, seed=seed,
-        version=settings.autoattack_version, batch_size=batch_size,
+        target.model if on_keras else None, x, y, norm=norm, eps=eps, num_classes=num_classes,
+        seed=seed, version=settings.autoattack_version, batch_size=batch_size,
         components=("square",) if name == "square" else None,
-        n_iter=settings.autoattack_iters, n_queries=settings.square_queries)
-    extra = {"reported_accuracy": float(result.accuracy)}
-    robust = getattr(result, "robust", None)
-    if isinstance(robust, dict):
-        extra["component_accuracy"] = {k: float(np.mean(v)) for k, v in robust.items()}
+        n_iter=settings.autoattack_iters, n_queries=settings.square_queries,
+        predict_fn=None if on_keras else target.model)
+    extra = {"reported_accuracy": float(result.accuracy),
+             "accuracy_after": {k: float(v) for k, v in result.accuracy_after.items()},
+             "fooled_first_by": {k: int(np.sum(v)) for k, v in result.component_success.items()},
+             "autoattack_settings": result.settings}
     return np.asarray(result.x_adv, np.float32), extra
 
 
@@ -300,8 +303,10 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         if target is None:
             skipped[name] = ("needs gradients, and only an ONNX file was given: pass "
                              "--keras_model (the .keras checkpoint it was exported from)")
-            if name == "autoattack" and "square" not in names:
-                skipped[name] += "; run --attacks=square for AutoAttack's gradient-free part"
+            if name == "autoattack":
+                skipped[name] += ("; its gradient-free component ran as `square`" if
+                                  "square" in names else
+                                  "; --attacks=square runs its gradient-free component")
             continue
         settings_dict = suite.attack_settings(name, norm=norm, eps=eps, settings=settings)
         tic = time.time()

@@ -1,0 +1,209 @@
+"""python -m atamp_tf.evaluate end to end on a .keras file, an .onnx file (with and without
+its .keras source) and a run directory; flag errors; report.json / report.md contents."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from atamp_tf import data, evaluate
+from atamp_tf.attacks import suite
+from atamp_tf.attacks import spsa as spsa_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLE3_HEADER = ("| Defense | Natural | FGSM | PGD-20 | PGD-100 | CW-inf | SPSA | AutoAttack |")
+REPORT_KEYS = {"model", "dataset", "split", "num_examples", "examples", "threat_model",
+               "attacks", "skipped", "accuracy", "worst_case", "checks", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A small CNN trained on digits, saved as .keras and exported to .onnx with tf2onnx."""
+    import tf2onnx  # pylint: disable=import-outside-toplevel
+    x, y = data.load_arrays("digits", "train")
+    keras.utils.set_random_seed(0)
+    # functional, like the run directory's checkpoints (tf2onnx 1.17's from_keras fails on a
+    # Keras 3 Sequential model: KeyError on its keras_tensor output name)
+    inputs = keras.Input((8, 8, 1), name="images")
+    hidden = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    hidden = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(hidden))
+    model = keras.Model(inputs, keras.layers.Dense(10)(hidden))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=15, batch_size=64, verbose=0)
+    root = tmp_path_factory.mktemp("models")
+    keras_path, onnx_path = str(root / "digits_cnn.keras"), str(root / "digits_cnn.onnx")
+    model.save(keras_path)
+    spec = (tf.TensorSpec((None, 8, 8, 1), tf.float32, name="images"),)
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=onnx_path)
+    return {"model": model, "keras": keras_path, "onnx": onnx_path}
+
+
+def _first(n):
+    return data.load_arrays("digits", "test", num_examples=n)
+
+
+def _cli(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "atamp_tf.evaluate", *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def _check_report_files(out_dir, n):
+    with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    assert REPORT_KEYS <= set(report)
+    assert report["num_examples"] == n
+    assert report["examples"] == f"the first {n} examples of the test split in its own order"
+    assert report["split"] == "test" and report["dataset"] == "digits"
+    for name, acc in report["accuracy"].items():
+        assert 0.0 <= acc <= 1.0
+        assert report["attacks"][name]["accuracy"] == acc
+        assert "settings" in report["attacks"][name]
+    assert report["worst_case"]["accuracy"] <= min(report["accuracy"].values())
+    assert all(set(c) == {"name", "passed", "detail"} for c in report["checks"])
+    per_example = np.load(os.path.join(out_dir, "per_example.npz"))
+    robust = np.logical_and.reduce([per_example[f"correct_{k}"] for k in report["accuracy"]])
+    assert report["worst_case"]["num_robust"] == int(robust.sum())
+    with open(os.path.join(out_dir, "report.md"), encoding="utf-8") as f:
+        markdown = f.read()
+    return report, markdown
+
+
+def test_cli_on_a_keras_file(saved, tmp_path):
+    out = tmp_path / "eval"
+    result = _cli(f"--model={saved['keras']}", "--dataset=digits", "--num_examples=40",
+                  "--attacks=fgsm,pgd20,cw_inf,spsa", "--eps=0.1", "--spsa_steps=5",
+                  "--batch_size=20", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report, markdown = _check_report_files(out, 40)
+    assert set(report["accuracy"]) == {"natural", "fgsm", "pgd20", "cw_inf", "spsa"}
+    assert report["threat_model"] == {"norm": "linf", "eps": 0.1, "eps_text": "0.1"}
+    assert report["attacks"]["pgd20"]["settings"]["steps"] == 20
+    assert report["attacks"]["pgd20"]["settings"]["step_size"] == pytest.approx(0.025)
+    assert report["attacks"]["spsa"]["settings"]["delta"] == 0.001
+    x, y = _first(40)
+    natural = float((saved["model"].predict(x, verbose=0).argmax(1) == y).mean())
+    assert report["accuracy"]["natural"] == pytest.approx(natural)
+    assert report["accuracy"]["pgd20"] < natural
+    assert TABLE3_HEADER in markdown
+    assert f"| {100 * natural:.2f} |" in markdown
+    assert TABLE3_HEADER in result.stdout  # the table is printed too
+
+
+def test_cli_on_an_onnx_file_runs_gradient_free_attacks_and_says_what_it_skipped(saved,
+                                                                                tmp_path):
+    out = tmp_path / "eval"
+    pytest.importorskip("atamp_tf.attacks.autoattack")  # Square comes from it
+    result = _cli(f"--model={saved['onnx']}", "--dataset=digits", "--num_examples=30",
+                  "--attacks=fgsm,pgd100,spsa,autoattack,square", "--eps=8/255",
+                  "--spsa_steps=3", "--square_queries=30", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report, markdown = _check_report_files(out, 30)
+    assert set(report["accuracy"]) == {"natural", "spsa", "square"}
+    assert report["attacks"]["spsa"]["run_on"] == "onnx"
+    assert report["attacks"]["square"]["run_on"] == "onnx"
+    assert report["attacks"]["square"]["autoattack_settings"]["components"] == ["square"]
+    assert set(report["skipped"]) == {"fgsm", "pgd100", "autoattack"}
+    assert "--keras_model" in report["skipped"]["fgsm"]
+    assert "`square`" in report["skipped"]["autoattack"]
+    assert report["threat_model"]["eps"] == pytest.approx(8 / 255)
+    x, y = _first(30)
+    natural = float((saved["model"].predict(x, verbose=0).argmax(1) == y).mean())
+    assert report["accuracy"]["natural"] == pytest.approx(natural)
+    assert "Skipped" in markdown and "fgsm" in markdown
+
+
+def test_onnx_with_its_keras_source_runs_white_box_on_keras(saved, tmp_path):
+    report = evaluate.evaluate_path(
+        saved["onnx"], keras_model=saved["keras"], dataset="digits", num_examples=30,
+        attacks="fgsm,spsa", eps="0.1", output_dir=str(tmp_path), verbose=False,
+        settings=suite.SuiteSettings(spsa_steps=3))
+    assert report["attacks"]["fgsm"]["run_on"] == "keras"
+    assert report["attacks"]["spsa"]["run_on"] == "onnx"
+    parity = [c for c in report["checks"] if c["name"] == "onnx_keras_parity"]
+    assert parity and parity[0]["passed"]
+    assert not report["skipped"]
+
+
+def test_spsa_through_onnxruntime_equals_spsa_on_keras(saved):
+    x, y = _first(8)
+    fn = evaluate.numpy_as_tf_logits_fn(evaluate.onnx_numpy_fn(
+        evaluate.onnx_session(saved["onnx"])), 10)
+    kwargs = dict(eps=0.1, steps=4, seed=[3, 1], early_stop=False)
+    on_onnx = tf.function(lambda a, b: spsa_lib.spsa(fn, a, b, **kwargs))(x, y).numpy()
+    on_keras = spsa_lib.spsa(lambda a: saved["model"](a, training=False), x, y,
+                             **kwargs).numpy()
+    assert np.abs(on_onnx - x).max() > 0.02
+    # same draws; logits agree to ~1e-6, so the paths agree except where Adam amplifies noise
+    assert np.mean(np.abs(on_onnx - on_keras) < 1e-4) > 0.99
+
+
+def test_run_directory_supplies_dataset_and_threat_model(saved, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    saved["model"].save(str(run / "checkpoints" / "last.keras"))
+    (run / "run_config.json").write_text(json.dumps(
+        {"dataset": "digits", "norm": "l2", "eps": 1.0, "npz_dir": None}))
+    with pytest.raises(ValueError, match="best.keras"):
+        evaluate.evaluate_path(str(run), attacks="fgsm")
+    report = evaluate.evaluate_path(str(run), checkpoint="last", attacks="fgsm,cw_l2",
+                                    num_examples=20, verbose=False)
+    assert report["threat_model"]["norm"] == "l2" and report["threat_model"]["eps"] == 1.0
+    assert report["attacks"]["cw_l2"]["settings"]["step_size"] == pytest.approx(15 / 128)
+    assert os.path.isfile(run / "eval" / "report.json")
+
+
+def test_parse_eps_accepts_numbers_and_fractions_and_rejects_the_rest():
+    assert evaluate.parse_fraction("8/255", "eps") == pytest.approx(8 / 255)
+    assert evaluate.parse_fraction("0.5", "eps") == 0.5
+    assert evaluate.parse_fraction("0", "eps") == 0.0
+    for bad in ("-0.1", "-8/255", "abc", "1/0", "nan", "inf", "1/2/3", ""):
+        with pytest.raises(ValueError, match="--eps"):
+            evaluate.parse_fraction(bad, "eps")
+
+
+def test_parse_attacks():
+    assert evaluate.parse_attacks(None, "linf") == suite.table3_attacks("linf")
+    assert "cw_l2" in evaluate.parse_attacks(None, "l2")
+    assert evaluate.parse_attacks(None, "linf", onnx=True)[-1] == "square"
+    assert evaluate.parse_attacks("spsa, fgsm", "linf") == ("natural", "fgsm", "spsa")
+    with pytest.raises(ValueError, match="--attacks.*pgd7"):
+        evaluate.parse_attacks("fgsm,pgd7", "linf")
+    with pytest.raises(ValueError, match="--attacks.*cw_l2"):
+        evaluate.parse_attacks("cw_inf", "l2")
+
+
+@pytest.fixture
+def parse_flags():
+    def parse(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["evaluate", *args])
+    yield parse
+    flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("--attacks=fgsm,deepfool", "--attacks: unknown attack 'deepfool'"),
+    ("--eps=-0.03", "--eps must be a non-negative number"),
+    ("--norm=l1", "--norm must be one of linf, l2"),
+    ("--num_examples=0", "--num_examples must be"),
+])
+def test_bad_flags_raise_errors_naming_the_flag(saved, tmp_path, parse_flags, bad, message):
+    parse_flags(f"--model={saved['keras']}", "--dataset=digits",
+                f"--output_dir={tmp_path}", bad)
+    with pytest.raises(ValueError, match=message):
+        evaluate.main(["evaluate"])
+    assert not os.path.exists(tmp_path / "report.json")
+
+
+def test_bad_model_paths(saved, tmp_path):
+    with pytest.raises(ValueError, match="--model"):
+        evaluate.resolve_model(str(tmp_path / "missing.keras"))
+    with pytest.raises(ValueError, match="--keras_model"):
+        evaluate.resolve_model(saved["keras"], keras_model=saved["keras"])
