@@ -239,7 +239,8 @@ def _onnx_target(session, num_classes, batch_size):
     return _Target("onnx", numpy_as_tf_logits_fn(fn, num_classes), predict, fn)
 
 
-def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings):
+def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings,
+                    verbose=False):
     """x_adv and extra report fields of AutoAttack, or of its Square component alone, on a
     target (a Keras model, or an ONNX session's numpy function for Square)."""
     from atamp_tf.attacks import autoattack as aa  # pylint: disable=import-outside-toplevel
@@ -249,12 +250,66 @@ def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_s
         seed=seed, version=settings.autoattack_version, batch_size=batch_size,
         components=("square",) if name == "square" else None,
         n_iter=settings.autoattack_iters, n_queries=settings.square_queries,
-        predict_fn=None if on_keras else target.model)
+        predict_fn=None if on_keras else target.model, verbose=verbose)
     extra = {"reported_accuracy": float(result.accuracy),
              "accuracy_after": {k: float(v) for k, v in result.accuracy_after.items()},
              "fooled_first_by": {k: int(np.sum(v)) for k, v in result.component_success.items()},
              "autoattack_settings": result.settings}
     return np.asarray(result.x_adv, np.float32), extra
+
+
+def _check_inputs(x, y, *, norm, eps, batch_size):
+    """x, y as float32 / int32 arrays; ValueError for anything the suite cannot run on."""
+    check_norm(norm)
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"--batch_size must be a whole number >= 1, got {batch_size!r}")
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y).astype(np.int32)
+    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"expected NHWC images and one label each, got {x.shape} and {y.shape}")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"pixels must be in [0, 1], got [{x.min()}, {x.max()}]")
+    return x, y
+
+
+def _make_targets(keras_model, onnx_path, x, *, num_classes, batch_size):
+    """{"keras": ..., "onnx": ...} (whichever were given) and the number of classes."""
+    targets = {}
+    if keras_model is not None:
+        targets["keras"] = _keras_target(keras_model, batch_size)
+        num_classes = num_classes or int(keras_model.output_shape[-1])
+    if onnx_path is not None:
+        session = onnx_session(onnx_path)
+        num_classes = num_classes or int(onnx_numpy_fn(session)(x[:1]).shape[-1])
+        targets["onnx"] = _onnx_target(session, num_classes, batch_size)
+    if not targets:
+        raise ValueError("evaluate_model needs keras_model, onnx_path or both")
+    return targets, num_classes
+
+
+def _skip_reason(name, names):
+    reason = ("needs gradients, and only an ONNX file was given: pass --keras_model (the "
+              ".keras checkpoint it was exported from)")
+    if name == "autoattack":
+        reason += ("; its gradient-free component ran as `square`" if "square" in names
+                   else "; --attacks=square runs its gradient-free component")
+    return reason
+
+
+def _craft(name, target, x, y, *, norm, eps, num_classes, seed, stream, batch_size, settings,
+           verbose):
+    """(x_adv, extra report fields) of one attack on one target."""
+    if name == "natural":
+        return x, {}
+    if name in ("autoattack", "square"):
+        return _run_autoattack(name, target, x, y, norm=norm, eps=eps, num_classes=num_classes,
+                               seed=seed, batch_size=batch_size, settings=settings,
+                               verbose=verbose)
+    attack = suite.make_attack(name, target.logits_fn, norm=norm, eps=eps, settings=settings)
+    return suite.run_batched(attack, x, y, batch_size=batch_size, seed=seed, stream=stream,
+                             label=suite.LABELS[name], verbose=verbose), {}
 
 
 def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path=None,
@@ -265,74 +320,48 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
     keras_model: a Keras model mapping [0,1] images to logits (white-box attacks need it).
     onnx_path: an exported ONNX file; if given, natural accuracy and the gradient-free attacks
       are measured on it through onnxruntime.
+    attacks: names (sequence or comma string; None: the defaults). The report's
+      `per_example` holds numpy correctness masks; write_report moves them to an .npz file.
     """
     import keras  # pylint: disable=import-outside-toplevel
-    check_norm(norm)
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    if keras_model is None and onnx_path is None:
-        raise ValueError("evaluate_model needs keras_model, onnx_path or both")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"--batch_size must be a whole number >= 1, got {batch_size!r}")
-    x = np.asarray(x, np.float32)
-    y = np.asarray(y).astype(np.int32)
-    if x.ndim != 4 or len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"expected NHWC images and one label each, got {x.shape} and {y.shape}")
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError(f"pixels must be in [0, 1], got [{x.min()}, {x.max()}]")
-    names = parse_attacks(None if attacks is None else ",".join(attacks), norm,
-                          onnx=onnx_path is not None)
+    x, y = _check_inputs(x, y, norm=norm, eps=eps, batch_size=batch_size)
+    if attacks is not None and not isinstance(attacks, str):
+        attacks = ",".join(attacks)
+    names = parse_attacks(attacks, norm, onnx=onnx_path is not None)
     keras.utils.set_random_seed(seed)
     started = time.time()
-    targets, checks = {}, []
-    if keras_model is not None:
-        targets["keras"] = _keras_target(keras_model, batch_size)
-        num_classes = num_classes or int(keras_model.output_shape[-1])
-    if onnx_path is not None:
-        session = onnx_session(onnx_path)
-        num_classes = num_classes or int(onnx_numpy_fn(session)(x[:1]).shape[-1])
-        targets["onnx"] = _onnx_target(session, num_classes, batch_size)
+    targets, num_classes = _make_targets(keras_model, onnx_path, x, num_classes=num_classes,
+                                         batch_size=batch_size)
     primary = targets.get("onnx") or targets["keras"]
     natural_logits = primary.predict(x)
-    if "keras" in targets and "onnx" in targets:
+    checks = []
+    if len(targets) == 2:
         checks.append(_parity_check(targets["keras"].predict(x), natural_logits))
 
-    results, skipped, correct = {}, {}, {"natural": natural_logits.argmax(1) == y}
+    results, skipped, correct = {}, {}, {}
     for stream, name in enumerate(names):
-        target = primary if suite.KINDS[name] in ("clean", "black_box") else targets.get("keras")
+        gradient_free = suite.KINDS[name] in ("clean", "black_box")
+        target = primary if gradient_free else targets.get("keras")
         if target is None:
-            skipped[name] = ("needs gradients, and only an ONNX file was given: pass "
-                             "--keras_model (the .keras checkpoint it was exported from)")
-            if name == "autoattack":
-                skipped[name] += ("; its gradient-free component ran as `square`" if
-                                  "square" in names else
-                                  "; --attacks=square runs its gradient-free component")
+            skipped[name] = _skip_reason(name, names)
             continue
-        settings_dict = suite.attack_settings(name, norm=norm, eps=eps, settings=settings)
         tic = time.time()
-        extra = {}
-        if name == "natural":
-            x_adv = x
-        elif name in ("autoattack", "square"):
-            try:
-                x_adv, extra = _run_autoattack(name, target, x, y, norm=norm, eps=eps,
-                                               num_classes=num_classes, seed=seed,
-                                               batch_size=batch_size, settings=settings)
-            except ImportError as err:
-                skipped[name] = f"atamp_tf.attacks.autoattack is not available ({err})"
-                continue
-        else:
-            attack = suite.make_attack(name, target.logits_fn, norm=norm, eps=eps,
-                                       settings=settings)
-            x_adv = suite.run_batched(attack, x, y, batch_size=batch_size, seed=seed,
-                                      stream=stream, label=suite.LABELS[name], verbose=verbose)
+        try:
+            x_adv, extra = _craft(name, target, x, y, norm=norm, eps=eps,
+                                  num_classes=num_classes, seed=seed, stream=stream,
+                                  batch_size=batch_size, settings=settings, verbose=verbose)
+        except ImportError as err:  # autoattack / square without atamp_tf.attacks.autoattack
+            skipped[name] = f"atamp_tf.attacks.autoattack is not available ({err})"
+            continue
         seconds = time.time() - tic
-        pred = natural_logits.argmax(1) if name == "natural" else target.predict(x_adv).argmax(1)
-        correct[name] = pred == y
+        logits = natural_logits if name == "natural" else target.predict(x_adv)
+        correct[name] = logits.argmax(1) == y
         if name != "natural":
             checks.append(sanity.check_perturbation(name, x, x_adv, norm=norm, eps=eps))
         results[name] = {"label": suite.LABELS[name], "kind": suite.KINDS[name],
-                         "run_on": target.name, "settings": settings_dict,
+                         "run_on": target.name,
+                         "settings": suite.attack_settings(name, norm=norm, eps=eps,
+                                                           settings=settings),
                          "accuracy": float(correct[name].mean()),
                          "num_correct": int(correct[name].sum()), "seconds": round(seconds, 3),
                          **extra}
@@ -350,11 +379,11 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         "attacks": results,
         "skipped": skipped,
         "accuracy": accuracy,
-        "worst_case": _worst_case(correct, [n for n in names if n in results]),
+        "worst_case": _worst_case(correct, list(results)),
         "checks": [check.as_dict() for check in checks],
         "checks_passed": all(check.passed for check in checks),
         "seconds": round(time.time() - started, 3),
-        "_correct": correct,
+        "per_example": correct,
     }
 
 
@@ -431,13 +460,16 @@ def markdown_report(report):
 def write_report(report, output_dir):
     """Writes report.json, report.md and per_example.npz into output_dir; returns their paths."""
     os.makedirs(output_dir, exist_ok=True)
-    correct = report.pop("_correct", None)
     paths = {"json": os.path.join(output_dir, "report.json"),
              "md": os.path.join(output_dir, "report.md")}
-    if correct is not None:
+    correct = report.get("per_example")
+    if isinstance(correct, dict):
         paths["npz"] = os.path.join(output_dir, "per_example.npz")
         np.savez_compressed(paths["npz"], **{f"correct_{k}": v for k, v in correct.items()})
-        report["per_example_file"] = "per_example.npz"
+        report["per_example"] = {"file": "per_example.npz",
+                                 "arrays": [f"correct_{k}" for k in correct],
+                                 "meaning": "bool per example, in the order of `examples`: "
+                                            "classified correctly at the attack's output"}
     with open(paths["json"], "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
         f.write("\n")

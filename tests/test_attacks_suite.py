@@ -307,3 +307,15 @@ def test_autoattack_is_wired_in_and_no_weaker_than_the_white_box_attacks(model, 
     assert list(result["accuracy_after"]) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
     checks = {c["name"]: c["passed"] for c in report["checks"]}
     assert checks["valid_examples:autoattack"] and checks["order:autoattack<=pgd20"]
+
+
+@pytest.mark.parametrize("name", ["pgd20", "spsa"])
+def test_random_attacks_are_reproducible_from_the_seed(model, test_data, name):
+    x, y = test_data
+    attack = suite.make_attack(name, _logits(model), norm="linf", eps=EPS["linf"],
+                               settings=suite.SuiteSettings(spsa_steps=3, spsa_early_stop=False))
+    run = lambda seed: suite.run_batched(attack, x[:20], y[:20], batch_size=10,  # noqa: E731
+                                         seed=seed, verbose=False)
+    first, again, other = run(0), run(0), run(1)
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-3
