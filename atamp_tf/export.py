@@ -192,6 +192,8 @@ def meta_from_run_config(config, flag_lines=(), *, flagfile="", where="run_confi
 
     amp_source = config["amp"] if isinstance(config.get("amp"), dict) else config
     amp = {k: need(amp_source, keys, f"AMP setting {k!r}") for k, keys in _AMP_KEYS.items()}
+    if "amp_warmup_epochs" in amp_source:
+        amp["warmup_epochs"] = amp_source["amp_warmup_epochs"]
     return ModelMeta(
         dataset=need(config, ("dataset",), "'dataset'"), norm=need(config, ("norm",), "'norm'"),
         eps=float(need(config, ("eps",), "'eps'")), arch=need(config, ("arch",), "'arch'"),
@@ -200,7 +202,7 @@ def meta_from_run_config(config, flag_lines=(), *, flagfile="", where="run_confi
         flagfile=str(config.get("flagfile") or flagfile), flags=tuple(flag_lines))
 
 
-def read_run_dir(run_dir, checkpoint="best"):
+def read_run_dir(run_dir, checkpoint="best", *, flagfile=""):
     """(checkpoints/<checkpoint>.keras path, ModelMeta, run_config dict) of a run directory."""
     if checkpoint not in ("best", "last"):
         raise ValueError(f"--checkpoint: expected 'best' or 'last', got {checkpoint!r}.")
@@ -217,7 +219,8 @@ def read_run_dir(run_dir, checkpoint="best"):
     if os.path.isfile(flags_path):
         with open(flags_path, encoding="utf-8") as f:
             lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
-    return keras_path, meta_from_run_config(config, lines, where=config_path), config
+    meta = meta_from_run_config(config, lines, flagfile=flagfile, where=config_path)
+    return keras_path, meta, config
 
 
 def read_report(path):

@@ -9,6 +9,7 @@ training metadata flags (--dataset, --norm, --eps, --arch, --method, --amp_*). F
 rather than in atamp_tf.export so that importing the library defines no absl flags.
 """
 import fractions
+import os
 
 from absl import app, flags
 
@@ -49,15 +50,17 @@ _AMP_DELTA = flags.DEFINE_float("amp_delta", None, "AMP radius delta.")
 _AMP_XI = flags.DEFINE_float("amp_xi", None, "AMP inner step size xi.")
 _AMP_STEPS = flags.DEFINE_integer("amp_steps", None, "AMP inner iterations.")
 _AMP_SCOPE = flags.DEFINE_string("amp_scope", None, "AMP norm scope (tensor, global, awp).")
-_TRAIN_FLAGFILE = flags.DEFINE_string("train_flagfile", "", "The flagfile that trained it.")
+_TRAIN_FLAGFILE = flags.DEFINE_string(
+    "train_flagfile", "", "Repository flagfile that trained it (recorded as training.flagfile; "
+    "with --keras_model its lines are also recorded as training.flags).")
 
 _META_FLAGS = ("dataset", "norm", "eps", "arch", "width", "depth", "method", "amp_delta",
-               "amp_xi", "amp_steps", "amp_scope", "train_flagfile")
+               "amp_xi", "amp_steps", "amp_scope")
 
 
 def _meta_from_flags():
     """ModelMeta from the explicit metadata flags (--keras_model mode)."""
-    config = {k: flags.FLAGS[k].value for k in _META_FLAGS if flags.FLAGS[k].value is not None}
+    config = {k: flags.FLAGS[k].value for k in _META_FLAGS}
     try:
         config["eps"] = float(fractions.Fraction(_EPS.value)) if _EPS.value else None
     except ValueError:
@@ -80,17 +83,28 @@ def _model_source():
         if given:
             raise app.UsageError(f"{', '.join(given)}: with --run_dir the metadata comes from "
                                  "its run_config.json; drop these flags.")
-        return export.read_run_dir(_RUN_DIR.value, _CHECKPOINT.value)
+        return export.read_run_dir(_RUN_DIR.value, _CHECKPOINT.value,
+                                   flagfile=_TRAIN_FLAGFILE.value)
     return _KERAS_MODEL.value, _meta_from_flags(), {}
+
+
+def _default_report():
+    """<run_dir>/eval/report.json (evaluate's default output), else <run_dir>/report.json."""
+    for parts in (("eval", "report.json"), ("report.json",)):
+        path = os.path.join(_RUN_DIR.value or "", *parts)
+        if _RUN_DIR.value and os.path.isfile(path):
+            return path
+    return None
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     keras_path, meta, config = _model_source()
-    report_path = _REPORT.value or (_RUN_DIR.value and f"{_RUN_DIR.value}/report.json")
+    report_path = _REPORT.value or _default_report()
     if not report_path:
-        raise app.UsageError("--report: required with --keras_model.")
+        raise app.UsageError("--report: required with --keras_model, or when --run_dir has no "
+                             "eval/report.json (python -m atamp_tf.evaluate writes it).")
     report = export.read_report(report_path)
     from atamp_tf import data  # pylint: disable=import-outside-toplevel
 

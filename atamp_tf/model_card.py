@@ -10,10 +10,23 @@ def _fraction(value):
     return "not run" if value is None else f"{100 * value:.2f}%"
 
 
-def _settings(settings):
-    items = {k: v for k, v in settings.items() if k != "accuracy"} if isinstance(settings, dict) \
-        else {}
+def _settings(attack):
+    """An attack's settings: its "settings" object (evaluate's report), else its other keys."""
+    if not isinstance(attack, dict):
+        return "-"
+    items = attack["settings"] if isinstance(attack.get("settings"), dict) else {
+        k: v for k, v in attack.items() if k != "accuracy"}
     return ", ".join(f"{k}={v}" for k, v in items.items()) or "-"
+
+
+def _worst_case(worst):
+    """evaluate's worst_case ({"accuracy", "over", ...}), a bare fraction, or nothing."""
+    if worst is None:
+        return "not recorded"
+    if isinstance(worst, dict) and "accuracy" in worst:
+        over = ", ".join(worst.get("over", [])) or "the attacks above"
+        return f"{_fraction(worst['accuracy'])} (robust to every one of {over})"
+    return _fraction(worst) if isinstance(worst, (int, float)) else str(worst)
 
 
 def _metrics_table(metrics):
@@ -62,7 +75,7 @@ Evaluated on {metrics['examples']} ({metrics['num_examples']} examples of the
 
 {_metrics_table(metrics)}
 
-Worst case over attacks: {'not recorded' if worst is None else worst}.
+Worst case per example: {_worst_case(worst)}.
 
 ## Model
 - Architecture: {arch['arch']}{f' ({sizes})' if sizes else ''}

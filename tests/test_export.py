@@ -92,7 +92,7 @@ def test_export_to_zoo_from_run_dir_writes_valid_entry_and_card(model, examples,
     x, y = examples
     report = zoo_helpers.make_report(model, x, y)
     run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
-    assert export.read_report(os.path.join(run_dir, "report.json")) == report
+    assert export.read_report(os.path.join(run_dir, "eval", "report.json")) == report
     entry = _export_run(run_dir, tmp_path, report, include_keras=True)
 
     manifest = zoo_manifest.read_manifest(tmp_path / "zoo/manifest.json")  # validates
@@ -107,14 +107,17 @@ def test_export_to_zoo_from_run_dir_writes_valid_entry_and_card(model, examples,
     for key in ("split", "num_examples", "examples", "accuracy", "attacks", "worst_case"):
         assert entry["metrics"][key] == report[key]
     assert entry["threat_model"] == {"norm": "linf", "eps": 0.1}
-    assert entry["training"]["amp"] == {"delta": 0.1, "xi": 1.0, "steps": 1, "scope": "tensor"}
+    assert entry["training"]["amp"] == {"delta": 0.1, "xi": 1.0, "steps": 1, "scope": "tensor",
+                                        "warmup_epochs": 0}
     assert entry["training"]["flags"] == ["--dataset=digits", "--norm=linf"]
     assert entry["input"]["shape"] == [None, 8, 8, 1] and entry["output"]["num_classes"] == 10
     assert entry["parity"]["max_abs_diff"] <= 1e-4 and entry["parity"]["num_examples"] == len(x)
     card = (tmp_path / "zoo" / entry["card"]).read_text()
     assert entry["card"] == "cards/digits-linf-tiny.md"
     assert entry["file"]["sha256"] in card and "first 120 of test" in card
-    assert f"{100 * report['accuracy']['natural']:.2f}%" in card
+    natural = f"{100 * report['accuracy']['natural']:.2f}%"
+    assert f"| natural | {natural} |" in card
+    assert f"Worst case per example: {natural} (robust to every one of natural)" in card
 
     # Re-export under the same name replaces the entry; a second name is added beside it.
     _export_run(run_dir, tmp_path, report)

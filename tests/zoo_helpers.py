@@ -38,25 +38,28 @@ def check_examples():
 
 def make_report(model, x, y, *, norm="linf", eps=0.1):
     """A report.json dict (evaluate's schema) whose natural accuracy is measured with Keras."""
-    predictions = np.argmax(model.predict(x, verbose=0), axis=1)
-    natural = int(np.sum(predictions == y)) / len(y)
+    correct = np.argmax(model.predict(x, verbose=0), axis=1) == y
+    natural = float(correct.mean())
     return {
         "model": "checkpoints/best.keras", "dataset": "digits", "split": "test",
         "num_examples": len(y), "examples": f"first {len(y)} of test",
         "threat_model": {"norm": norm, "eps": eps},
-        "attacks": {"natural": {"accuracy": natural},
-                    "pgd20": {"steps": 20, "step_size": eps / 4, "accuracy": None}},
-        "accuracy": {"natural": natural, "fgsm": None, "pgd20": None, "pgd100": None,
-                     "cw_inf": None, "spsa": None, "autoattack": None},
-        "worst_case": None, "seconds": 0.5,
+        "attacks": {"natural": {"label": "Natural", "settings": {}, "accuracy": natural,
+                                "num_correct": int(correct.sum())}},
+        "skipped": {"pgd20": "not requested"},
+        "accuracy": {"natural": natural},
+        "worst_case": {"accuracy": natural, "num_robust": int(correct.sum()),
+                       "over": ["natural"], "broken_first_by": {"natural": int((~correct).sum())}},
+        "seconds": 0.5,
     }
 
 
+# The run_config.json fields export reads, as atamp_tf.training writes them.
 RUN_CONFIG = {"dataset": "digits", "npz_dir": None, "data_dir": None, "arch": "tiny_cnn",
               "width": 8, "depth": None, "num_classes": 10, "input_shape": [8, 8, 1],
               "norm": "linf", "eps": 0.1, "step_size": 0.025, "attack_steps": 10,
               "method": "at", "amp_delta": 0.1, "amp_xi": 1.0, "amp_steps": 1,
-              "amp_scope": "tensor", "seed": 0}
+              "amp_scope": "tensor", "amp_warmup_epochs": 0, "amp": True, "seed": 0}
 FLAGS_CFG = "# python -m atamp_tf.train --flagfile=flags.cfg\n--dataset=digits\n--norm=linf\n"
 
 
@@ -68,6 +71,7 @@ def make_run_dir(root, model, report):
         json.dump(RUN_CONFIG, f)
     with open(os.path.join(root, "flags.cfg"), "w", encoding="utf-8") as f:
         f.write(FLAGS_CFG)
-    with open(os.path.join(root, "report.json"), "w", encoding="utf-8") as f:
+    os.makedirs(os.path.join(root, "eval"))  # where python -m atamp_tf.evaluate writes it
+    with open(os.path.join(root, "eval", "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f)
     return root
