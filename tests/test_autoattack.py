@@ -176,6 +176,31 @@ def test_fab_finds_the_minimal_perturbation(linear, norm):
     _assert_valid(model, x_adv, x, y, fooled, norm, eps)
 
 
+def _fab_on_a_ray(n_iter, alpha_max=0.1, eta=1.05, beta=0.9):
+    """FAB on a linear model, as a scalar: the iterates stay on x0 + r d* (d*: the minimal
+    perturbation), the projections of x1 and x0 are (1 - r) d* and d*. Returns the best r."""
+    r, best = 0.0, np.inf
+    for _ in range(n_iter):
+        alpha = min(abs(1 - r) / (abs(1 - r) + 1), alpha_max)
+        r = (r + eta * (1 - r)) * (1 - alpha) + eta * alpha
+        if r > 1:
+            best = min(best, r)
+            r *= beta
+    return best
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_iterates_follow_the_published_update(linear, norm):
+    """alpha = min(|d1| / (|d1| + |d2|), alpha_max), overshoot eta, backward step beta."""
+    model, x, y = _problem(linear, norm)
+    minimal = RATIOS * EPS[norm]
+    for n_iter, params in [(1, {}), (2, {}), (4, {}), (3, dict(alpha_max=0.5, eta=1.2, beta=0.7))]:
+        _, found, dist = fab.fab_min_norm(model, x, y, 1 - y, norm=norm, n_iter=n_iter,
+                                          final_search_steps=0, **params)
+        assert found.all()
+        np.testing.assert_allclose(dist / minimal, _fab_on_a_ray(n_iter, **params), rtol=1e-4)
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_square_fools_large_gaps_and_never_beyond_the_ball(linear, norm):
     model, x, y = _problem(linear, norm)
@@ -281,6 +306,13 @@ def test_standard_run_on_a_trained_mlp(digits_mlp, norm, eps):
         np.testing.assert_array_equal(again.robust_after[name], res.robust_after[name])
 
 
+def test_zero_budget_leaves_the_clean_accuracy(linear):
+    model, x, y = _problem(linear, "linf")
+    res = autoattack(model, x, y, norm="linf", eps=0.0, num_classes=5)
+    assert res.accuracy == res.clean_accuracy == 1.0
+    np.testing.assert_array_equal(res.x_adv, x)
+
+
 def test_gradient_free_run_through_predict_fn(linear):
     model, w, b = linear
     x, y = _points(w, b, "l2", EPS["l2"], RATIOS[:8])
@@ -294,7 +326,7 @@ def test_gradient_free_run_through_predict_fn(linear):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(norm="l1"), "norm"),
-    (dict(eps=0.0), "eps"),
+    (dict(eps=-0.1), "eps"),
     (dict(components=("apgd-ce", "fab")), "components"),
     (dict(version="plus"), "version"),
     (dict(num_classes=3, components=("apgd-t",)), "num_classes"),

@@ -14,6 +14,13 @@ def check_norm(norm):
     return norm
 
 
+def check_non_negative(name, value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not value >= 0 or not np.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
 def check_positive(name, value, integer=False):
     kind = int if integer else (int, float, np.integer, np.floating)
     if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
@@ -91,17 +98,15 @@ def gather_label(logits, labels):
 
 
 def as_logits_callable(fn):
-    """A TF-traceable logits function: Keras models are called with training=False."""
+    """A TF-traceable float32 logits function: Keras models are called with training=False,
+    and low-precision outputs (mixed-precision models) are cast to float32."""
     if not callable(fn):
         raise ValueError(f"model / logits_fn must be callable (a Keras model or a function "
                          f"mapping [0,1] NHWC float32 images to logits), got {type(fn).__name__}")
-    try:
-        import keras
-        if isinstance(fn, keras.layers.Layer):
-            return lambda x: fn(x, training=False)
-    except ImportError:  # pragma: no cover - keras ships with the project
-        pass
-    return fn
+    import keras
+    if isinstance(fn, keras.layers.Layer):
+        return lambda x: tf.cast(fn(x, training=False), tf.float32)
+    return lambda x: tf.cast(fn(x), tf.float32)
 
 
 def numpy_logits_callable(predict_fn, num_classes):

@@ -104,7 +104,8 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
     """Runs AutoAttack on numpy images x (float32 NHWC in [0,1]) with integer labels y.
 
     model: a Keras model or TF-traceable function mapping images to logits (None for a
-    gradient-free run through predict_fn). components: a subset of COMPONENTS, run in the given
+    gradient-free run through predict_fn). eps >= 0 (at 0 no component runs).
+    components: a subset of COMPONENTS, run in the given
     order (default: all four, standard order); n_iter (APGD, FAB) and n_queries (Square)
     shrink the run for tests. Returns an AutoAttackResult.
     """
@@ -112,7 +113,7 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r} (plus / rand "
                          f"are not implemented)")
     U.check_norm(norm)
-    U.check_positive("eps", eps)
+    U.check_non_negative("eps", eps)  # eps = 0: nothing to attack, robust = correct
     U.check_positive("num_classes", num_classes, integer=True)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -157,7 +158,7 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
 
     for c_index, name in enumerate(components):
         success[name] = np.zeros(len(x), bool)
-        todo = np.flatnonzero(robust)
+        todo = np.flatnonzero(robust) if eps > 0 else np.zeros(0, int)
         for b, start in enumerate(range(0, todo.size, batch_size)):
             idx = todo[start:start + batch_size]
             batch_seed = int(U.seed_pair(seed, c_index, b)[0])
