@@ -193,6 +193,8 @@ def parse_flags():
     ("--eps=-0.03", "--eps must be a non-negative number"),
     ("--norm=l1", "--norm must be one of linf, l2"),
     ("--num_examples=0", "--num_examples must be"),
+    ("--spsa_samples=255", "--spsa_samples"),
+    ("--pgd_step_size=-2/255", "--pgd_step_size"),
 ])
 def test_bad_flags_raise_errors_naming_the_flag(saved, tmp_path, parse_flags, bad, message):
     parse_flags(f"--model={saved['keras']}", "--dataset=digits",

@@ -69,6 +69,28 @@ class SuiteSettings:
     autoattack_iters: int = 100
     square_queries: int = 5000
 
+    def __post_init__(self):
+        def bad(field, expected):
+            raise ValueError(f"{field} (--{field}) must be {expected}, got "
+                             f"{getattr(self, field)!r}")
+
+        def whole(value, low):
+            return not isinstance(value, bool) and int(value) == value and value >= low
+        if self.pgd_step_size is not None and not self.pgd_step_size > 0:
+            bad("pgd_step_size", "> 0")
+        if not whole(self.spsa_steps, 0):
+            bad("spsa_steps", "a whole number >= 0")
+        if not whole(self.spsa_samples, 2) or self.spsa_samples % 2:
+            bad("spsa_samples", "an even whole number >= 2 (both points of each +-delta pair)")
+        for field in ("spsa_delta", "spsa_learning_rate"):
+            if not getattr(self, field) > 0:
+                bad(field, "> 0")
+        if self.spsa_max_batch is not None and not whole(self.spsa_max_batch, 1):
+            bad("spsa_max_batch", "a whole number >= 1")
+        for field in ("autoattack_iters", "square_queries"):
+            if not whole(getattr(self, field), 1):
+                bad(field, "a whole number >= 1")
+
 
 def attack_settings(name, *, norm, eps, settings=SuiteSettings()):
     """The settings an attack runs with, as recorded in report.json."""
