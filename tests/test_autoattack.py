@@ -117,10 +117,10 @@ def test_fab_projection_solves_the_box_constrained_problem(norm):
     for i in range(n):
         bounds = [(-t[i, j], 1 - t[i, j]) for j in range(dim)]
         need = b[i] - w[i] @ t[i]
-        lp = linprog(np.r_[np.zeros(dim), 1.0],
-                     A_ub=np.r_[np.c_[np.eye(dim), -np.ones(dim)], np.c_[-np.eye(dim), -np.ones(dim)]],
-                     b_ub=np.zeros(2 * dim), A_eq=np.r_[w[i], 0.0][None], b_eq=[need],
-                     bounds=bounds + [(0, None)])
+        eye, ones = np.eye(dim), np.ones((dim, 1))
+        lp = linprog(np.r_[np.zeros(dim), 1.0],  # min r s.t. -r <= d <= r, w.d = need, box
+                     A_ub=np.r_[np.c_[eye, -ones], np.c_[-eye, -ones]], b_ub=np.zeros(2 * dim),
+                     A_eq=np.r_[w[i], 0.0][None], b_eq=[need], bounds=bounds + [(0, None)])
         if lp.status == 2:  # the hyperplane misses the box
             infeasible += 1
             direction = np.sign(need) * np.sign(w[i])
@@ -283,7 +283,8 @@ def digits_mlp():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
-    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(keras.optimizers.Adam(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[:1500], y[:1500], epochs=10, batch_size=64, verbose=0)
     return model, x[1500:1540], y[1500:1540]
 

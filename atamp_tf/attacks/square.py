@@ -16,8 +16,6 @@ numpy_logits=True, any numpy function float32 NHWC [n, H, W, C] in [0,1] -> logi
 Differs from the reference: random numbers come from TF's stateless generators (keyed by the
 seed), and all examples of a batch are queried every iteration (fooled ones are not updated).
 """
-import math
-
 import numpy as np
 import tensorflow as tf
 
@@ -152,28 +150,7 @@ def _build(logits_fn, norm, image_shape, numpy_logits, num_classes):
                 x + eps * delta / (U.per_example(U.lp_norm(delta, "l2")) + 1e-12), 0.0, 1.0)
         best = margin(x_best, y)
 
-        def cond(i, x_best, best):
-            return tf.logical_and(i < n_queries, tf.reduce_any(best > 0.0))
-
-        def body(i, x_best, best):
-            key = tf.random.experimental.stateless_fold_in(keys[1], i)
-            k = tf.random.experimental.stateless_split(key, 6)
-            s = side(p_schedule(i, p_init))
-            top, left = position(h - s, k[0]), position(w - s, k[1])
-            win = _window(h, w, top, left, s)[None, :, :, None]
-            if norm == "linf":
-                step = win * 2.0 * eps * _random_sign([1, 1, 1, c], k[2])
-                x_new = tf.clip_by_value(tf.clip_by_value(x_best + step, x - eps, x + eps),
-                                         0.0, 1.0)
-            else:
-                x_new = _l2_proposal(x, x_best, eps, s, top, left, win, k)
-            m = margin(x_new, y)
-            accept = tf.logical_and(best > 0.0, tf.logical_or(m < best, m <= 0.0))
-            x_best = tf.where(U.per_example(accept), x_new, x_best)
-            best = tf.where(accept, m, best)
-            return i + 1, x_best, best
-
-        def _l2_proposal(x, x_best, eps, s, top, left, win, k):
+        def l2_proposal(x_best, s, top, left, win, k):
             delta = x_best - x
             top2, left2 = position(h - s, k[3]), position(w - s, k[4])
             win2 = _window(h, w, top2, left2, s)[None, :, :, None]
@@ -193,6 +170,27 @@ def _build(logits_fn, norm, image_shape, numpy_logits, num_classes):
             delta = tf.where(win > 0, new, tf.where(win2 > 0, 0.0, delta))
             return tf.clip_by_value(
                 x + eps * delta / (U.per_example(U.lp_norm(delta, "l2")) + 1e-12), 0.0, 1.0)
+
+        def cond(i, x_best, best):
+            return tf.logical_and(i < n_queries, tf.reduce_any(best > 0.0))
+
+        def body(i, x_best, best):
+            key = tf.random.experimental.stateless_fold_in(keys[1], i)
+            k = tf.random.experimental.stateless_split(key, 6)
+            s = side(p_schedule(i, p_init))
+            top, left = position(h - s, k[0]), position(w - s, k[1])
+            win = _window(h, w, top, left, s)[None, :, :, None]
+            if norm == "linf":
+                step = win * 2.0 * eps * _random_sign([1, 1, 1, c], k[2])
+                x_new = tf.clip_by_value(tf.clip_by_value(x_best + step, x - eps, x + eps),
+                                         0.0, 1.0)
+            else:
+                x_new = l2_proposal(x_best, s, top, left, win, k)
+            m = margin(x_new, y)
+            accept = tf.logical_and(best > 0.0, tf.logical_or(m < best, m <= 0.0))
+            x_best = tf.where(U.per_example(accept), x_new, x_best)
+            best = tf.where(accept, m, best)
+            return i + 1, x_best, best
 
         _, x_best, best = tf.while_loop(cond, body, (tf.constant(0), x_best, best))
         fooled = best <= 0.0
