@@ -1,0 +1,216 @@
+"""The run directory's files: paths, formats, atomic writes, and the resume state.
+
+Layout (WORKSPACE.md, "Run directory"):
+  flags.cfg, run_config.json, metrics.csv, summary.json, checkpoints/{best,last}.keras,
+  state/ (resume state), tensorboard/, plots/.
+Every file is written to a temporary name and renamed into place, so a run killed at any
+moment (SIGKILL included) leaves each file either old or new, never half written.
+
+The resume state is the source of truth: `state/epoch_NNNN/` holds the model and optimizer
+weights and `state.json` (epochs done, every metrics row, the best epoch), and `state/latest`
+names the newest complete one. metrics.csv, summary.json and the checkpoints are derived from
+it after it is saved, and rewritten from it on resume, so they can never hold an epoch the
+state does not.
+"""
+import csv
+import io
+import json
+import os
+import shutil
+
+METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_adv_acc", "train_natural_acc",
+                   "train_robust_acc", "test_natural_acc", "test_robust_acc", "robust_gap",
+                   "seconds")
+_WEIGHTS = "train.weights.h5"
+_STATE_JSON = "state.json"
+
+
+class RunPaths:
+    """The paths of a run directory."""
+
+    def __init__(self, out_dir):
+        self.root = out_dir
+        self.flags = os.path.join(out_dir, "flags.cfg")
+        self.run_config = os.path.join(out_dir, "run_config.json")
+        self.metrics = os.path.join(out_dir, "metrics.csv")
+        self.summary = os.path.join(out_dir, "summary.json")
+        self.checkpoints = os.path.join(out_dir, "checkpoints")
+        self.best = os.path.join(self.checkpoints, "best.keras")
+        self.last = os.path.join(self.checkpoints, "last.keras")
+        self.state = os.path.join(out_dir, "state")
+        self.tensorboard = os.path.join(out_dir, "tensorboard")
+        self.plots = os.path.join(out_dir, "plots")
+        self.accuracy_plot = os.path.join(self.plots, "accuracy.png")
+
+    def make(self):
+        for path in (self.root, self.checkpoints, self.state, self.plots):
+            os.makedirs(path, exist_ok=True)
+
+
+# ----- atomic files -------------------------------------------------------------------------
+def _tmp_name(path):
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.tmp{os.getpid()}")
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path, text):
+    """Writes text to path through a temporary file and a rename."""
+    tmp = _tmp_name(path)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def atomic_write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_keras(model, path):
+    """model.save(path) through a temporary .keras file and a rename."""
+    head, tail = os.path.split(path)
+    tmp = os.path.join(head, f".tmp{os.getpid()}-{tail}")
+    model.save(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(head)
+
+
+# ----- metrics.csv and summary.json ---------------------------------------------------------
+def metrics_csv_text(rows):
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRICS_COLUMNS, lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _format(row.get(k)) for k in METRICS_COLUMNS})
+    return out.getvalue()
+
+
+def _format(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+def read_metrics(path):
+    """metrics.csv as a list of dicts: epoch an int, the other columns floats (None if empty)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        parsed = {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+        parsed["epoch"] = int(row["epoch"])
+        out.append(parsed)
+    return out
+
+
+def best_row(rows):
+    """The row with the highest test robust accuracy (the earliest, on ties)."""
+    best = None
+    for row in rows:
+        if best is None or row["test_robust_acc"] > best["test_robust_acc"]:
+            best = row
+    return best
+
+
+def summarize(rows, *, epochs, eval_info):
+    """summary.json: best and last test accuracies as in the paper's tables ("best" = the
+    epoch with the highest test robust accuracy, its natural accuracy; "last" = the final
+    epoch), plus how they were measured."""
+    def pick(row):
+        keys = ("epoch", "test_robust_acc", "test_natural_acc", "train_robust_acc",
+                "train_natural_acc", "robust_gap")
+        return {k: row[k] for k in keys} if row else None
+    return {"best": pick(best_row(rows)), "last": pick(rows[-1] if rows else None),
+            "epochs_done": len(rows), "epochs": epochs, "complete": len(rows) == epochs,
+            "train_seconds": round(sum(r["seconds"] for r in rows), 3),
+            "evaluation": eval_info}
+
+
+# ----- resume state -------------------------------------------------------------------------
+def _state_dir_name(epoch):
+    return f"epoch_{epoch:04d}"
+
+
+def save_state(state_dir, model, meta):
+    """Saves model + optimizer weights and `meta` (with meta["epoch"] = epochs done) as the
+    newest state: written to its own directory, then `latest` is switched to it atomically;
+    older states are deleted afterwards."""
+    name = _state_dir_name(meta["epoch"])
+    target = os.path.join(state_dir, name)
+    staging = os.path.join(state_dir, f".staging{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    if model is not None:
+        model.save_weights(os.path.join(staging, _WEIGHTS))
+    atomic_write_json(os.path.join(staging, _STATE_JSON), meta)
+    _fsync_dir(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    _fsync_dir(state_dir)
+    atomic_write_text(os.path.join(state_dir, "latest"), name + "\n")
+    _drop_others(state_dir, keep=name)
+
+
+def _drop_others(state_dir, keep):
+    for entry in os.listdir(state_dir):
+        path = os.path.join(state_dir, entry)
+        if entry != keep and entry != "latest" and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_state_meta(state_dir):
+    """The newest complete state's meta dict, or None if there is none."""
+    pointer = os.path.join(state_dir, "latest")
+    if not os.path.isfile(pointer):
+        return None
+    with open(pointer, encoding="utf-8") as f:
+        name = f.read().strip()
+    path = os.path.join(state_dir, name, _STATE_JSON)
+    if not name or not os.path.isfile(path):
+        return None
+    meta = read_json(path)
+    meta["_dir"] = os.path.join(state_dir, name)
+    return meta
+
+
+def restore_weights(meta, model):
+    """Loads the state's model + optimizer weights into `model` (built, optimizer compiled).
+    Returns False if the state has no weights (a finished run keeps only its meta)."""
+    path = os.path.join(meta["_dir"], _WEIGHTS)
+    if not os.path.isfile(path):
+        return False
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return True
+
+
+def drop_state_weights(state_dir):
+    """After the last epoch: keep the meta (a rerun then knows the run is complete), free the
+    disk space of the weights (the network is in checkpoints/last.keras)."""
+    meta = load_state_meta(state_dir)
+    if meta is not None:
+        path = os.path.join(meta["_dir"], _WEIGHTS)
+        if os.path.isfile(path):
+            os.remove(path)

@@ -1,0 +1,312 @@
+"""A training run from a TrainConfig to a finished run directory (what atamp_tf.train runs).
+
+`setup` does everything that can fail on bad input (data, checkpoint, existing run
+directory) before any training, raising ValueError with a message naming the flag; `fit`
+trains, evaluating and recording every epoch; it resumes from the run directory's state.
+
+Resume order: the state's epoch count decides `initial_epoch`; the model and optimizer weights
+(optimizer.iterations included, so the per-step learning-rate schedule and AMPModel's attack
+seeds continue exactly) are loaded from it; metrics.csv, summary.json and the checkpoints are
+rewritten from it. The data order after a resume is a fresh shuffle keyed by (seed, epoch)
+(tf.data shuffles cannot be fast-forwarded), so a resumed run matches an uninterrupted one in
+everything but the order of its remaining batches.
+"""
+import dataclasses
+import importlib.util
+import os
+
+from absl import logging
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from atamp_tf import callbacks, config as cfg, data, rundir, strategy as strategies
+from atamp_tf.amp import AMPModel
+from atamp_tf.models import build_model
+
+_FLAGS_HEADER = ("# Flags of this run, written by python -m atamp_tf.train; reproduce or resume "
+                 "it with\n#   python -m atamp_tf.train --flagfile={path}\n")
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """Everything `fit` needs, built by `setup`."""
+    config: cfg.TrainConfig
+    strategy: object
+    chief: bool
+    paths: rundir.RunPaths  # where this process writes (a temp dir on non-chief workers)
+    model: object = None
+    train_ds: object = None
+    steps_per_epoch: int = 0
+    initial_epoch: int = 0
+    callbacks: list = dataclasses.field(default_factory=list)
+    recorder: object = None
+
+
+def tensorboard_installed():
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+# ----- pieces -------------------------------------------------------------------------------
+def data_seed(seed, initial_epoch):
+    """The data pipeline's seed: --seed for a fresh run, a fresh one keyed by (seed, epoch)
+    after a resume (so resumed epochs do not replay epoch 1's order)."""
+    if initial_epoch == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(initial_epoch)]).generate_state(1)[0])
+
+
+def train_dataset(config, seed):
+    """(tf.data.Dataset of training batches, steps per epoch)."""
+    ds = data.make_dataset(
+        config.dataset, "train", batch_size=config.batch_size, training=True,
+        data_dir=config.data_dir, npz_dir=config.npz_dir, seed=seed, crop=config.crop,
+        flip=config.flip, cutout=config.cutout, crop_padding=config.crop_padding,
+        num_examples=config.train_examples or None, extra_npz=config.extra_npz,
+        extra_fraction=config.extra_fraction)
+    steps = int(ds.cardinality())
+    if steps < 0:
+        raise ValueError(f"the {config.dataset} training pipeline has no known length "
+                         f"(cardinality {steps}); set --steps_per_epoch")
+    if config.steps_per_epoch:
+        if config.steps_per_epoch > steps:
+            ds = ds.repeat()
+        steps = config.steps_per_epoch
+        ds = ds.take(steps)
+    if steps == 0:
+        raise ValueError(f"--batch_size={config.batch_size} leaves no full batch of the "
+                         f"{config.dataset} training data")
+    if config.strategy == "multi_worker":
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        ds = ds.with_options(options)
+    return ds, steps
+
+
+def eval_arrays(config, split, num_examples, flag):
+    """The fixed evaluation examples: the first `num_examples` (0: all) of `split`."""
+    try:
+        return data.load_arrays(config.dataset, split, data_dir=config.data_dir,
+                                npz_dir=config.npz_dir, num_examples=num_examples or None)
+    except data.DataNotPreparedError:
+        raise
+    except ValueError as err:
+        if "num_examples" in str(err):
+            raise ValueError(f"--{flag}: {err}") from None
+        raise
+
+
+def lr_schedule(config, steps_per_epoch):
+    """SGD learning rate per step: --lr, times --lr_decay at each boundary (the first step of
+    the epoch the boundary names uses the new rate, as PyTorch's MultiStepLR)."""
+    epochs = config.lr_boundary_epochs()
+    if not epochs:
+        return config.lr
+    boundaries, last = [], -1
+    for epoch in epochs:
+        step = max(int(round(epoch * steps_per_epoch)) - 1, last + 1)
+        boundaries.append(step)
+        last = step
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, config.lr_values())
+
+
+def load_init_network(path, spec, arch=None):
+    """The network to fine-tune: a .keras file (plain network or AMPModel) or a run
+    directory's checkpoints/last.keras; a new last layer if its classes differ. `arch`, if
+    given, must match the network's builder name (what run_config.json will record)."""
+    if os.path.isdir(path):
+        path = rundir.RunPaths(path).last
+    if not os.path.isfile(path):
+        raise ValueError(f"--init_checkpoint: {path} does not exist (expected a .keras file "
+                         "or a run directory with checkpoints/last.keras)")
+    model = keras.saving.load_model(path, compile=False)
+    network = model.network if isinstance(model, AMPModel) else model
+    built_as = next((a for a in cfg.ARCHITECTURES if network.name.startswith(a)), None)
+    if arch is not None and built_as is not None and built_as != arch:
+        raise ValueError(f"--init_checkpoint: {path} is a {built_as} network, but --arch={arch}"
+                         f" (run_config.json records --arch); pass --arch={built_as}")
+    shape = tuple(network.input_shape[1:])
+    if shape != tuple(spec.image_shape):
+        raise ValueError(f"--init_checkpoint: {path} takes images of shape {shape}, but "
+                         f"--dataset={spec.name} has {tuple(spec.image_shape)}")
+    if network.output_shape[-1] != spec.num_classes:
+        head = network.layers[-1]
+        if not isinstance(head, keras.layers.Dense):
+            raise ValueError(f"--init_checkpoint: {path} has {network.output_shape[-1]} "
+                             f"outputs, --dataset={spec.name} needs {spec.num_classes}, and "
+                             "its last layer is not a Dense layer that could be replaced")
+        logits = keras.layers.Dense(spec.num_classes, name="finetune_logits")(head.input)
+        network = keras.Model(network.inputs, logits, name=f"{network.name}_finetune")
+    return network
+
+
+def build_network(config, spec):
+    if config.init_checkpoint:
+        return load_init_network(config.init_checkpoint, spec, config.arch)
+    options = {"batchnorm": config.batchnorm} if config.arch == "small_cnn" else {}
+    return build_model(config.arch, input_shape=tuple(spec.image_shape),
+                       num_classes=spec.num_classes, mean=spec.mean, std=spec.std,
+                       width=config.width, depth=config.depth, **options)
+
+
+def build_model_and_optimizer(config, spec, steps_per_epoch):
+    """The AMPModel, compiled with SGD (momentum, per-step schedule; weight decay is coupled
+    inside AMPModel). Call under strategy.scope()."""
+    keras.utils.set_random_seed(config.seed)
+    network = build_network(config, spec)
+    model = AMPModel(
+        network, method=config.amp_method, norm=config.norm, eps=config.eps_value,
+        step_size=config.step_size_value, attack_steps=config.attack_steps,
+        random_start=config.random_start, attack_bn=config.attack_bn, delta=config.amp_delta,
+        xi=config.amp_xi, amp_steps=config.amp_steps, amp_scope=config.amp_scope,
+        amp_warmup_steps=config.amp_warmup_epochs * steps_per_epoch, beta=config.beta,
+        mart_lambda=config.mart_lambda, mixup_alpha=config.mixup_alpha, l1=config.l1,
+        weight_decay=config.coupled_weight_decay, eval_attack_steps=0, seed=config.seed)
+    optimizer = keras.optimizers.SGD(lr_schedule(config, steps_per_epoch),
+                                     momentum=config.momentum)
+    jit = {"auto": "auto", "true": True, "false": False}[config.jit_compile]
+    model.compile(optimizer=optimizer, jit_compile=jit)
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def run_config_dict(config, spec, steps_per_epoch):
+    """run_config.json: what evaluate / export / the zoo read about a run."""
+    out = dataclasses.asdict(config)
+    out.update(
+        eps=config.eps_value, eps_text=config.eps, step_size=config.step_size_value,
+        step_size_text=config.step_size, eval_step_size=config.eval_step_size_value,
+        loss=config.amp_method, num_classes=spec.num_classes,
+        input_shape=list(spec.image_shape), mean=list(spec.mean), std=list(spec.std),
+        steps_per_epoch=steps_per_epoch, amp=config.amp_delta > 0,
+        amp_warmup_steps=config.amp_warmup_epochs * steps_per_epoch,
+        coupled_weight_decay=config.coupled_weight_decay,
+        lr_boundary_epochs=config.lr_boundary_epochs(), lr_values=config.lr_values(),
+        versions={"tensorflow": tf.__version__, "keras": keras.__version__})
+    out["lr_boundaries"] = list(config.lr_boundaries)
+    return out
+
+
+def _flag_lines(text):
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def check_existing_run(paths, flags_text):
+    """A run directory with a resume state must have been started with the same flags."""
+    if not os.path.isfile(paths.flags) or rundir.load_state_meta(paths.state) is None:
+        return
+    with open(paths.flags, encoding="utf-8") as f:
+        old = _flag_lines(f.read())
+    new = _flag_lines(flags_text)
+    if old != new:
+        changed = sorted(set(old) ^ set(new))
+        raise ValueError(f"--out_dir: {paths.root} holds a run started with other flags "
+                         f"(differing: {' '.join(changed)}); to resume it, use its flags "
+                         f"(--flagfile={paths.flags}); else choose another --out_dir")
+
+
+# ----- the run ------------------------------------------------------------------------------
+def setup(config, flags_text):
+    """Builds the run (strategy, data, model, restored state, callbacks); raises ValueError
+    (data.DataNotPreparedError included) before any training for bad input."""
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = strategies.make_strategy(config.strategy)
+    chief = strategies.is_chief(strategy)
+    shared = rundir.RunPaths(config.out_dir)
+    paths = rundir.RunPaths(strategies.worker_dir(config.out_dir, strategy))
+    if chief:
+        check_existing_run(shared, flags_text)
+    meta = rundir.load_state_meta(shared.state)
+    initial_epoch = int(meta["epoch"]) if meta else 0
+    run = TrainingRun(config, strategy, chief, paths, initial_epoch=initial_epoch)
+    if 0 < initial_epoch < config.epochs:
+        print(f"{config.out_dir}: resuming after epoch {initial_epoch} of {config.epochs}.")
+    spec = data.get_spec(config.dataset)
+    run.train_ds, run.steps_per_epoch = train_dataset(config, data_seed(config.seed,
+                                                                        initial_epoch))
+    if chief:
+        x_test, y_test = eval_arrays(config, "test", config.eval_test_examples,
+                                     "eval_test_examples")
+        x_train, y_train = eval_arrays(config, "train", config.eval_train_examples,
+                                       "eval_train_examples")
+    with strategy.scope():
+        run.model = build_model_and_optimizer(config, spec, run.steps_per_epoch)
+    if meta and initial_epoch < config.epochs and not rundir.restore_weights(meta, run.model):
+        raise ValueError(f"--out_dir: the resume state in {shared.state} has no weights; "
+                         "delete that directory to start the run again")
+    paths.make()
+    if chief:
+        rundir.atomic_write_text(paths.flags,
+                                 _FLAGS_HEADER.format(path=paths.flags) + flags_text)
+        rundir.atomic_write_json(paths.run_config,
+                                 run_config_dict(config, spec, run.steps_per_epoch))
+        run.recorder = callbacks.RunRecorder(
+            paths, epochs=config.epochs, history=(meta or {}).get("history", ()),
+            eval_info=eval_info(config, len(x_test), len(x_train)),
+            run_label=os.path.basename(os.path.normpath(config.out_dir)))
+        eval_kwargs = dict(norm=config.norm, eps=config.eps_value,
+                           step_size=config.eval_step_size_value,
+                           steps=config.eval_attack_steps, batch_size=config.eval_batch_size)
+        run.callbacks = [callbacks.EpochEvaluation(
+            callbacks.RobustEvaluator(run.model.network, x_test, y_test,
+                                      seed=config.seed * 2 + 1, **eval_kwargs),
+            callbacks.RobustEvaluator(run.model.network, x_train, y_train,
+                                      seed=config.seed * 2 + 2, **eval_kwargs))]
+        if config.tensorboard and tensorboard_installed():
+            run.callbacks.append(keras.callbacks.TensorBoard(
+                paths.tensorboard, write_graph=False, profile_batch=0))
+        elif config.tensorboard:
+            logging.warning("--tensorboard: the tensorboard package is not installed (TF 2.21 "
+                            "no longer depends on it); no TensorBoard logs. pip install "
+                            "tensorboard to get them.")
+        run.callbacks.append(run.recorder)
+        if meta and initial_epoch < config.epochs:
+            # A kill may have come between the state and the files derived from it.
+            run.recorder.write_outputs(run.model.network, current_epoch=initial_epoch)
+    return run
+
+
+def eval_info(config, test_examples, train_examples):
+    return {"attack": f"PGD-{config.eval_attack_steps}", "norm": config.norm,
+            "eps": config.eps_value, "eps_text": config.eps,
+            "step_size": config.eval_step_size_value, "random_start": True,
+            "batchnorm": "inference", "test_examples": test_examples,
+            "train_examples": train_examples,
+            "test_subset": f"the first {test_examples} of the test split",
+            "train_subset": f"the first {train_examples} of the training split, not augmented"}
+
+
+def fit(run, verbose="auto"):
+    """Trains from run.initial_epoch to --epochs; returns summary.json's dict (chief) or None."""
+    config = run.config
+    if run.initial_epoch >= config.epochs:
+        print(f"{config.out_dir}: all {config.epochs} epochs are done; nothing to train.")
+    else:
+        run.model.fit(run.train_ds, epochs=config.epochs, initial_epoch=run.initial_epoch,
+                      callbacks=run.callbacks, verbose=verbose, shuffle=False)
+    if not run.chief:
+        strategies.cleanup_worker_dir(run.paths.root, config.out_dir)
+        return None
+    rundir.drop_state_weights(run.paths.state)
+    summary = rundir.read_json(run.paths.summary)
+    print(summary_line(summary))
+    return summary
+
+
+def summary_line(summary):
+    best, last = summary["best"], summary["last"]
+    if not best:
+        return "no epoch recorded"
+    attack = summary["evaluation"]["attack"]
+    return (f"{attack} test robust accuracy: best {best['test_robust_acc']:.2%} (epoch "
+            f"{best['epoch']}, natural {best['test_natural_acc']:.2%}); last "
+            f"{last['test_robust_acc']:.2%} (epoch {last['epoch']}, natural "
+            f"{last['test_natural_acc']:.2%}); {summary['train_seconds']:.0f} s of training")
+
+
+def train(config, flags_text, verbose="auto"):
+    """setup + fit."""
+    return fit(setup(config, flags_text), verbose=verbose)

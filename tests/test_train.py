@@ -1,0 +1,281 @@
+"""atamp_tf.train end to end: the run directory, resume after SIGKILL, flagfile smoke runs."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from atamp_tf import callbacks, data, flags_def, plots, rundir, training
+
+FV = flags_def.define_flags(flags.FlagValues())  # not absl's global FLAGS: no clashes
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY = ["--dataset=digits", "--arch=small_cnn", "--width=4", "--batchnorm", "--eps=0.1",
+        "--step_size=0.05", "--attack_steps=2", "--eval_attack_steps=2", "--batch_size=32",
+        "--crop_padding=1", "--noflip", "--eval_test_examples=40", "--eval_train_examples=24",
+        "--eval_batch_size=16", "--lr=0.05", "--amp_delta=0.1", "--amp_warmup_epochs=1"]
+
+
+def parse(*args):
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        flags_def.parse(["train", *args], FV)
+        config, recorded = flags_def.config_from_flags(FV)
+        return config, flags_def.flagfile_text(recorded, FV)
+    finally:
+        os.chdir(cwd)
+
+
+def run_training(*args):
+    config, text = parse(*args)
+    run = training.setup(config, text)
+    summary = training.fit(run, verbose=0)
+    return run, summary
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    run, summary = run_training(*TINY, "--epochs=2", "--steps_per_epoch=3", "--lr_boundaries=1",
+                                f"--out_dir={out}")
+    return out, run, summary
+
+
+def test_run_directory_has_every_file(tiny_run):
+    out, _, _ = tiny_run
+    for name in ("flags.cfg", "run_config.json", "metrics.csv", "summary.json",
+                 "checkpoints/best.keras", "checkpoints/last.keras", "plots/accuracy.png",
+                 "state/latest"):
+        assert (out / name).is_file(), name
+    assert (out / "plots/accuracy.png").read_bytes()[:8] == PNG
+    # the finished run keeps only the state's record, not its weights
+    assert not list((out / "state").rglob("*.weights.h5"))
+
+
+def test_metrics_csv_has_one_row_per_epoch(tiny_run):
+    out, _, _ = tiny_run
+    with open(out / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == rundir.METRICS_COLUMNS
+        rows = list(reader)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    # the lr drops at the boundary epoch 1, per step: epoch 2 starts at lr * 0.1
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.05, 0.005])
+    for r in rows:
+        for key in ("train_natural_acc", "train_robust_acc", "test_natural_acc",
+                    "test_robust_acc"):
+            assert 0.0 <= float(r[key]) <= 1.0
+        assert float(r["robust_gap"]) == pytest.approx(
+            float(r["train_robust_acc"]) - float(r["test_robust_acc"]), abs=1e-5)
+        assert float(r["robust_gap"]) <= 1 and float(r["seconds"]) > 0
+        assert float(r["train_loss"]) > 0
+
+
+def test_summary_is_consistent_with_metrics(tiny_run):
+    out, _, summary = tiny_run
+    rows = rundir.read_metrics(out / "metrics.csv")
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == summary
+    best = max(rows, key=lambda r: (r["test_robust_acc"], -r["epoch"]))
+    assert summary["best"]["epoch"] == best["epoch"]
+    assert summary["best"]["test_robust_acc"] == pytest.approx(best["test_robust_acc"])
+    assert summary["best"]["test_natural_acc"] == pytest.approx(best["test_natural_acc"])
+    assert summary["last"]["epoch"] == 2
+    assert summary["last"]["test_robust_acc"] == pytest.approx(rows[-1]["test_robust_acc"])
+    assert summary["complete"] and summary["epochs_done"] == 2
+    assert summary["evaluation"]["attack"] == "PGD-2"
+    assert summary["evaluation"]["test_examples"] == 40
+
+
+def test_flags_cfg_reproduces_the_settings(tiny_run):
+    out, run, _ = tiny_run
+    text = (out / "flags.cfg").read_text()
+    assert text.startswith("#") and "python -m atamp_tf.train --flagfile=" in text
+    again, _ = parse(f"--flagfile={out / 'flags.cfg'}")
+    assert again == run.config
+    assert "--eps=0.1" in text and "--nocrop" not in text and "--noflip" in text
+
+
+def test_run_config_has_what_evaluate_and_export_read(tiny_run):
+    out, _, _ = tiny_run
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["dataset"] == "digits" and config["norm"] == "linf"
+    assert config["eps"] == pytest.approx(0.1) and config["arch"] == "small_cnn"
+    assert config["method"] == "at" and config["num_classes"] == 10
+    assert config["input_shape"] == [8, 8, 1]
+    assert (config["amp_delta"], config["amp_xi"], config["amp_steps"],
+            config["amp_scope"]) == (0.1, 1.0, 1, "tensor")
+    assert config["amp_warmup_steps"] == 3 and config["steps_per_epoch"] == 3
+
+
+def test_checkpoints_load_predict_and_match_the_metrics(tiny_run):
+    out, run, summary = tiny_run
+    x, y = data.load_arrays("digits", "test", num_examples=40)
+    last = keras.saving.load_model(out / "checkpoints/last.keras", compile=False)
+    np.testing.assert_allclose(last.predict(x, verbose=0),
+                               run.model.network.predict(x, verbose=0), atol=1e-5)
+    best = keras.saving.load_model(out / "checkpoints/best.keras", compile=False)
+    assert best.predict(x, verbose=0).shape == (40, 10)
+    # best.keras is the network of the best epoch: re-evaluating it with the same seeded
+    # PGD gives exactly the recorded accuracies.
+    evaluator = callbacks.RobustEvaluator(best, x, y, norm="linf", eps=0.1, step_size=0.05,
+                                          steps=2, batch_size=16, seed=run.config.seed * 2 + 1)
+    nat, adv = evaluator()
+    assert nat == pytest.approx(summary["best"]["test_natural_acc"])
+    assert adv == pytest.approx(summary["best"]["test_robust_acc"])
+
+
+def test_rerun_of_a_finished_run_trains_nothing_and_other_flags_are_refused(tiny_run):
+    out, _, _ = tiny_run
+    before = (out / "metrics.csv").read_text()
+    _, summary = run_training(*TINY, "--epochs=2", "--steps_per_epoch=3", "--lr_boundaries=1",
+                              f"--out_dir={out}")
+    assert (out / "metrics.csv").read_text() == before and summary["epochs_done"] == 2
+    config, text = parse(*TINY, "--epochs=3", "--steps_per_epoch=3", "--lr_boundaries=1",
+                         f"--out_dir={out}")
+    with pytest.raises(ValueError, match="--out_dir.*--epochs=3"):
+        training.setup(config, text)
+
+
+def test_compare_plot_of_several_runs(tiny_run, tmp_path):
+    out, _, _ = tiny_run
+    path = plots.compare_run_dirs([str(out), str(out)], str(tmp_path / "cmp.png"),
+                                  labels=["a", "b"])
+    assert open(path, "rb").read(8) == PNG
+    with pytest.raises(ValueError, match="--run_dirs"):
+        plots.compare_run_dirs([str(tmp_path)], str(tmp_path / "x.png"))
+    with pytest.raises(ValueError, match="--metric"):
+        plots.compare_run_dirs([str(out)], str(tmp_path / "x.png"), metric="nope")
+
+
+# ----- pieces -------------------------------------------------------------------------------
+def test_lr_schedule_drops_on_the_first_step_of_the_boundary_epoch():
+    config, _ = parse("--epochs=4", "--lr=0.1", "--lr_boundaries=0.5,3")
+    schedule = training.lr_schedule(config, steps_per_epoch=5)
+    lrs = [float(schedule(step)) for step in range(20)]
+    assert lrs == pytest.approx([0.1] * 10 + [0.01] * 5 + [0.001] * 5)
+
+
+def test_state_switch_is_atomic_and_restores_model_and_optimizer(tmp_path):
+    config, _ = parse(*TINY, "--epochs=3")
+    spec = data.get_spec("digits")
+    model = training.build_model_and_optimizer(config, spec, steps_per_epoch=4)
+    x, y = data.load_arrays("digits", "train", num_examples=32)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    state = tmp_path / "state"
+    state.mkdir()
+    rundir.save_state(str(state), model, {"epoch": 1, "history": []})
+    saved = [w.copy() for w in model.get_weights()]
+    # a kill while the next state is being written leaves a staging directory and an
+    # unreferenced epoch directory behind: the resume state is still epoch 1's
+    (state / ".staging123").mkdir()
+    (state / "epoch_0002").mkdir()
+    (state / "epoch_0002" / "state.json").write_text("{broken")
+    meta = rundir.load_state_meta(str(state))
+    assert meta["epoch"] == 1
+    fresh = training.build_model_and_optimizer(config, spec, steps_per_epoch=4)
+    assert int(fresh.optimizer.iterations) == 0
+    assert rundir.restore_weights(meta, fresh)
+    assert int(fresh.optimizer.iterations) == 2
+    for a, b in zip(saved, fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    momenta = [v.numpy() for v in model.optimizer.variables]
+    for a, b in zip(momenta, [v.numpy() for v in fresh.optimizer.variables]):
+        np.testing.assert_array_equal(a, b)
+    rundir.save_state(str(state), fresh, {"epoch": 2, "history": []})
+    assert sorted(os.listdir(state)) == ["epoch_0002", "latest"]
+
+
+def test_init_checkpoint_gets_a_new_head_for_other_classes(tmp_path):
+    from atamp_tf.models import build_model
+    net = build_model("small_cnn", input_shape=(8, 8, 1), num_classes=4, width=4)
+    path = str(tmp_path / "pre.keras")
+    net.save(path)
+    loaded = training.load_init_network(path, data.get_spec("digits"), "small_cnn")
+    assert loaded.output_shape == (None, 10)
+    np.testing.assert_array_equal(loaded.get_layer("conv1").get_weights()[0],
+                                  net.get_layer("conv1").get_weights()[0])
+    with pytest.raises(ValueError, match="--arch"):
+        training.load_init_network(path, data.get_spec("digits"), "wide_resnet")
+    with pytest.raises(ValueError, match="--init_checkpoint"):
+        training.load_init_network(path, data.get_spec("cifar10"), "small_cnn")
+
+
+# ----- resume after SIGKILL -----------------------------------------------------------------
+def _metric_rows(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_killed_run_resumes_with_every_epoch_exactly_once(tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "atamp_tf.train", *TINY, "--epochs=3", "--steps_per_epoch=40",
+           "--attack_steps=3", "--notensorboard", f"--out_dir={out}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(_metric_rows(out / "metrics.csv")) < 1 and proc.poll() is None:
+        assert time.time() < deadline, "the first epoch never finished"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = _metric_rows(out / "metrics.csv")
+    assert 1 <= len(first) < 3, "the kill must land before the end of the run"
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming after epoch {len(first)} of 3" in done.stdout
+    rows = _metric_rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert rows[:len(first)] == first  # finished epochs are kept, not recomputed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["last"]["epoch"] == 3
+    assert keras.saving.load_model(out / "checkpoints" / "last.keras").output_shape == (None, 10)
+
+
+# ----- flagfiles with --smoke ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fake_npz(tmp_path_factory):
+    """Random 32x32x3 arrays in the npz layout for svhn and cifar10, plus RST extra data."""
+    root = tmp_path_factory.mktemp("npz")
+    rng = np.random.default_rng(0)
+    for name in ("svhn", "cifar10"):
+        (root / name).mkdir()
+        for split in ("train", "test"):
+            np.savez(root / name / f"{split}.npz",
+                     x=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+                     y=rng.integers(0, 10, 32))
+    np.savez(root / "extra.npz", x=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+             y=rng.integers(0, 10, 32))
+    return root
+
+
+@pytest.mark.parametrize("flagfile,extra", [
+    ("flags/table1/svhn_l2_pgd_at_amp.cfg", []),
+    ("flags/table3/rst_amp.cfg", ["--extra_npz={npz}/extra.npz"]),
+    ("flags/table3/pretraining_amp.cfg", ["--init_checkpoint={pre}"]),
+])
+def test_flagfiles_run_with_smoke(flagfile, extra, fake_npz, tmp_path):
+    pre = tmp_path / "pre.keras"
+    if "pretraining" in flagfile:  # a pre-trained WRN with 100 classes: the head is replaced
+        from atamp_tf.models import build_model
+        build_model("wide_resnet", input_shape=(32, 32, 3), num_classes=100, width=1,
+                    depth=10).save(pre)
+    extra = [e.format(npz=fake_npz, pre=pre) for e in extra]
+    out = tmp_path / "smoke"
+    _, summary = run_training(f"--flagfile={flagfile}", "--smoke", f"--npz_dir={fake_npz}",
+                              "--notensorboard", *extra, f"--out_dir={out}")
+    assert summary["complete"] and summary["epochs"] == 2
+    assert [r["epoch"] for r in rundir.read_metrics(out / "metrics.csv")] == [1, 2]
+    assert "--smoke" in (out / "flags.cfg").read_text()
