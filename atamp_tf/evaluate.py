@@ -9,6 +9,7 @@ an exported `.onnx` file. An ONNX model answers natural accuracy and the gradien
 they run on the `.keras` checkpoint it was exported from (--keras_model) or are skipped, and
 the report says so. Writes report.json (settings, accuracy per attack, worst case per example,
 sanity checks), report.md (the Table 3 row) and per_example.npz (correctness per attack).
+The flags live in atamp_tf.evaluate_cli, so importing this module defines no absl flags.
 """
 import dataclasses
 import datetime
@@ -18,53 +19,13 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 
 from atamp_tf.attacks import sanity, suite
 
 DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
 PARITY_ATOL = 1e-3  # largest |Keras - ONNX| logit difference accepted as the same model
 NEEDS_GRADIENTS = ("fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
-
-_MODEL = flags.DEFINE_string("model", None, "Run directory, .keras file or .onnx file.")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
-                                "Which checkpoint of a run directory to evaluate.")
-_KERAS_MODEL = flags.DEFINE_string(
-    "keras_model", None, "With an .onnx --model: the .keras checkpoint it was exported from, "
-    "attacked by the white-box attacks and AutoAttack (skipped without it).")
-_DATASET = flags.DEFINE_string("dataset", None, "Dataset name (default: the run's).")
-_SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate on.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory.")
-_NPZ_DIR = flags.DEFINE_string("npz_dir", None, "Directory of local .npz arrays.")
-_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None,
-                                     "Evaluate the first N examples of the split (default all).")
-_ATTACKS = flags.DEFINE_string(
-    "attacks", None, "Comma list of attacks (default: Table 3's; `square` as well for ONNX). "
-    "Known: natural, fgsm, pgd20, pgd100, cw_inf (linf) / cw_l2 (l2), spsa, autoattack, square.")
-_NORM = flags.DEFINE_string("norm", None, "Threat model norm, linf or l2 (default: the run's, "
-                            "else linf).")
-_EPS = flags.DEFINE_string("eps", None, "Radius, a number or a fraction such as 8/255 (default: "
-                           "the run's, else 8/255 for linf and 128/255 for l2).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per attack batch.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of every random start and direction.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the report (default: "
-                                  "<run>/eval, or <model file stem>_eval beside the file).")
-_PGD_STEP_SIZE = flags.DEFINE_string("pgd_step_size", None, "PGD / CW step (number or fraction; "
-                                     "default eps/4 for linf, eps*15/128 for l2).")
-_SPSA_STEPS = flags.DEFINE_integer("spsa_steps", suite.SuiteSettings.spsa_steps,
-                                   "SPSA iterations.")
-_SPSA_SAMPLES = flags.DEFINE_integer("spsa_samples", suite.SuiteSettings.spsa_samples,
-                                     "SPSA model evaluations per gradient estimate (even).")
-_SPSA_DELTA = flags.DEFINE_float("spsa_delta", suite.SuiteSettings.spsa_delta,
-                                 "SPSA finite-difference perturbation.")
-_SPSA_LR = flags.DEFINE_float("spsa_learning_rate", suite.SuiteSettings.spsa_learning_rate,
-                              "SPSA Adam step size.")
-_SPSA_MAX_BATCH = flags.DEFINE_integer("spsa_max_batch", suite.SuiteSettings.spsa_max_batch,
-                                       "Most images per model call inside SPSA.")
-_AA_VERSION = flags.DEFINE_string("autoattack_version", "standard", "AutoAttack version.")
-_AA_ITERS = flags.DEFINE_integer("autoattack_iters", 100, "APGD / FAB iterations.")
-_SQUARE_QUERIES = flags.DEFINE_integer("square_queries", 5000, "Square attack queries.")
-
 
 # ---------------------------------------------------------------------------- arguments
 
@@ -534,28 +495,7 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
     return report
 
 
-def settings_from_flags():
-    """SuiteSettings from the attack flags."""
-    step = _PGD_STEP_SIZE.value
-    return suite.SuiteSettings(
-        pgd_step_size=None if step is None else parse_fraction(step, "pgd_step_size"),
-        spsa_steps=_SPSA_STEPS.value, spsa_samples=_SPSA_SAMPLES.value,
-        spsa_delta=_SPSA_DELTA.value, spsa_learning_rate=_SPSA_LR.value,
-        spsa_max_batch=_SPSA_MAX_BATCH.value, autoattack_version=_AA_VERSION.value,
-        autoattack_iters=_AA_ITERS.value, square_queries=_SQUARE_QUERIES.value)
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    report = evaluate_path(
-        _MODEL.value, checkpoint=_CHECKPOINT.value, keras_model=_KERAS_MODEL.value,
-        dataset=_DATASET.value, split=_SPLIT.value, data_dir=_DATA_DIR.value,
-        npz_dir=_NPZ_DIR.value, num_examples=_NUM_EXAMPLES.value, attacks=_ATTACKS.value,
-        norm=_NORM.value, eps=_EPS.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
-        output_dir=_OUTPUT_DIR.value, settings=settings_from_flags())
-    print(markdown_report(report))
-
-
 if __name__ == "__main__":
-    app.run(main)
+    from atamp_tf import evaluate_cli  # pylint: disable=import-outside-toplevel
+
+    evaluate_cli.run()

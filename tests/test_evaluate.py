@@ -179,29 +179,36 @@ def test_parse_attacks():
         evaluate.parse_attacks("cw_inf", "l2")
 
 
-@pytest.fixture
-def parse_flags():
-    def parse(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["evaluate", *args])
-    yield parse
-    flags.FLAGS.unparse_flags()
-
-
 @pytest.mark.parametrize("bad,message", [
-    ("--attacks=fgsm,deepfool", "--attacks: unknown attack 'deepfool'"),
-    ("--eps=-0.03", "--eps must be a non-negative number"),
-    ("--norm=l1", "--norm must be one of linf, l2"),
-    ("--num_examples=0", "--num_examples must be"),
-    ("--spsa_samples=255", "--spsa_samples"),
-    ("--pgd_step_size=-2/255", "--pgd_step_size"),
+    ({"attacks": "fgsm,deepfool"}, "--attacks: unknown attack 'deepfool'"),
+    ({"eps": "-0.03"}, "--eps must be a non-negative number"),
+    ({"norm": "l1"}, "--norm must be one of linf, l2"),
+    ({"num_examples": 0}, "--num_examples must be"),
+    ({"settings": {"spsa_samples": 255}}, "--spsa_samples"),
+    ({"settings": {"pgd_step_size": -0.01}}, "--pgd_step_size"),
 ])
-def test_bad_flags_raise_errors_naming_the_flag(saved, tmp_path, parse_flags, bad, message):
-    parse_flags(f"--model={saved['keras']}", "--dataset=digits",
-                f"--output_dir={tmp_path}", bad)
+def test_bad_arguments_raise_errors_naming_the_flag(saved, tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):
-        evaluate.main(["evaluate"])
+        if "settings" in bad:
+            suite.SuiteSettings(**bad["settings"])
+        else:
+            evaluate.evaluate_path(saved["keras"], dataset="digits", output_dir=str(tmp_path),
+                                   **bad)
     assert not os.path.exists(tmp_path / "report.json")
+
+
+def test_cli_rejects_a_bad_flag_with_a_message_naming_it(saved, tmp_path):
+    result = _cli(f"--model={saved['keras']}", "--dataset=digits", "--norm=l1",
+                  f"--output_dir={tmp_path}")
+    assert result.returncode != 0
+    assert "--norm must be one of linf, l2, got 'l1'" in result.stderr
+    assert not os.path.exists(tmp_path / "report.json")
+
+
+def test_importing_the_library_defines_no_flags():
+    defined_by = flags.FLAGS.flags_by_module_dict()
+    assert not defined_by.get("atamp_tf.evaluate")  # they live in atamp_tf.evaluate_cli
+    assert not defined_by.get(evaluate.__name__)
 
 
 def test_bad_model_paths(saved, tmp_path):

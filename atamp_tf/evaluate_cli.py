@@ -1,0 +1,86 @@
+"""Command line of the evaluator: python -m atamp_tf.evaluate --model=PATH [flags].
+
+    python -m atamp_tf.evaluate --model=runs/cifar10_linf --num_examples=1000
+    python -m atamp_tf.evaluate --model=zoo/models/x.onnx \
+        --keras_model=runs/x/checkpoints/best.keras --dataset=cifar10 --eps=8/255
+
+Flags live here rather than in atamp_tf.evaluate so that importing the library defines no
+absl flags (the train and export CLIs define flags of the same names). Every check of a value
+is done by atamp_tf.evaluate / SuiteSettings and raises ValueError naming the flag.
+"""
+from absl import app, flags
+
+from atamp_tf import evaluate
+from atamp_tf.attacks import suite
+
+_MODEL = flags.DEFINE_string("model", None, "Run directory, .keras file or .onnx file.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
+                                "Which checkpoint of a run directory to evaluate.")
+_KERAS_MODEL = flags.DEFINE_string(
+    "keras_model", None, "With an .onnx --model: the .keras checkpoint it was exported from, "
+    "attacked by the white-box attacks and AutoAttack (skipped without it).")
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset name (default: the run's).")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate on.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory.")
+_NPZ_DIR = flags.DEFINE_string("npz_dir", None, "Directory of local .npz arrays.")
+_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None,
+                                     "Evaluate the first N examples of the split (default all).")
+_ATTACKS = flags.DEFINE_string(
+    "attacks", None, "Comma list of attacks (default: Table 3's; `square` as well for ONNX). "
+    "Known: natural, fgsm, pgd20, pgd100, cw_inf (linf) / cw_l2 (l2), spsa, autoattack, square.")
+_NORM = flags.DEFINE_string("norm", None, "Threat model norm, linf or l2 (default: the run's, "
+                            "else linf).")
+_EPS = flags.DEFINE_string("eps", None, "Radius, a number or a fraction such as 8/255 (default: "
+                           "the run's, else 8/255 for linf and 128/255 for l2).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per attack batch.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of every random start and direction.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the report (default: "
+                                  "<run>/eval, or <model file stem>_eval beside the file).")
+_PGD_STEP_SIZE = flags.DEFINE_string("pgd_step_size", None, "PGD / CW step (number or fraction; "
+                                     "default eps/4 for linf, eps*15/128 for l2).")
+_SPSA_STEPS = flags.DEFINE_integer("spsa_steps", suite.SuiteSettings.spsa_steps,
+                                   "SPSA iterations.")
+_SPSA_SAMPLES = flags.DEFINE_integer("spsa_samples", suite.SuiteSettings.spsa_samples,
+                                     "SPSA model evaluations per gradient estimate (even).")
+_SPSA_DELTA = flags.DEFINE_float("spsa_delta", suite.SuiteSettings.spsa_delta,
+                                 "SPSA finite-difference perturbation.")
+_SPSA_LR = flags.DEFINE_float("spsa_learning_rate", suite.SuiteSettings.spsa_learning_rate,
+                              "SPSA Adam step size.")
+_SPSA_MAX_BATCH = flags.DEFINE_integer("spsa_max_batch", suite.SuiteSettings.spsa_max_batch,
+                                       "Most images per model call inside SPSA.")
+_AA_VERSION = flags.DEFINE_string("autoattack_version", "standard", "AutoAttack version.")
+_AA_ITERS = flags.DEFINE_integer("autoattack_iters", 100, "APGD / FAB iterations.")
+_SQUARE_QUERIES = flags.DEFINE_integer("square_queries", 5000, "Square attack queries.")
+
+
+def settings_from_flags():
+    """SuiteSettings from the attack flags."""
+    step = _PGD_STEP_SIZE.value
+    return suite.SuiteSettings(
+        pgd_step_size=None if step is None else evaluate.parse_fraction(step, "pgd_step_size"),
+        spsa_steps=_SPSA_STEPS.value, spsa_samples=_SPSA_SAMPLES.value,
+        spsa_delta=_SPSA_DELTA.value, spsa_learning_rate=_SPSA_LR.value,
+        spsa_max_batch=_SPSA_MAX_BATCH.value, autoattack_version=_AA_VERSION.value,
+        autoattack_iters=_AA_ITERS.value, square_queries=_SQUARE_QUERIES.value)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    report = evaluate.evaluate_path(
+        _MODEL.value, checkpoint=_CHECKPOINT.value, keras_model=_KERAS_MODEL.value,
+        dataset=_DATASET.value, split=_SPLIT.value, data_dir=_DATA_DIR.value,
+        npz_dir=_NPZ_DIR.value, num_examples=_NUM_EXAMPLES.value, attacks=_ATTACKS.value,
+        norm=_NORM.value, eps=_EPS.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+        output_dir=_OUTPUT_DIR.value, settings=settings_from_flags())
+    print(evaluate.markdown_report(report))
+
+
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
