@@ -259,8 +259,7 @@ def _skip_reason(name, names):
     return reason
 
 
-def _craft(name, target, x, y, *, norm, eps, num_classes, seed, stream, batch_size, settings,
-           verbose):
+def _craft(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings, verbose):
     """(x_adv, extra report fields) of one attack on one target."""
     if name == "natural":
         return x, {}
@@ -269,7 +268,8 @@ def _craft(name, target, x, y, *, norm, eps, num_classes, seed, stream, batch_si
                                seed=seed, batch_size=batch_size, settings=settings,
                                verbose=verbose)
     attack = suite.make_attack(name, target.logits_fn, norm=norm, eps=eps, settings=settings)
-    return suite.run_batched(attack, x, y, batch_size=batch_size, seed=seed, stream=stream,
+    return suite.run_batched(attack, x, y, batch_size=batch_size, seed=seed,
+                             stream=suite.random_stream(name),
                              label=suite.LABELS[name], verbose=verbose), {}
 
 
@@ -300,7 +300,7 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         checks.append(_parity_check(targets["keras"].predict(x), natural_logits))
 
     results, skipped, correct = {}, {}, {}
-    for stream, name in enumerate(names):
+    for name in names:
         gradient_free = suite.KINDS[name] in ("clean", "black_box")
         target = primary if gradient_free else targets.get("keras")
         if target is None:
@@ -309,7 +309,7 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         tic = time.time()
         try:
             x_adv, extra = _craft(name, target, x, y, norm=norm, eps=eps,
-                                  num_classes=num_classes, seed=seed, stream=stream,
+                                  num_classes=num_classes, seed=seed,
                                   batch_size=batch_size, settings=settings, verbose=verbose)
         except ImportError as err:  # autoattack / square without atamp_tf.attacks.autoattack
             skipped[name] = f"atamp_tf.attacks.autoattack is not available ({err})"
@@ -459,8 +459,8 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
     config = source.run_config
     norm = check_norm(norm or config.get("norm") or "linf")
     eps_text = str(eps) if eps is not None else (
-        str(config["eps"]) if "eps" in config and config.get("norm") == norm
-        else DEFAULT_EPS[norm])
+        str(config.get("eps_text") or config["eps"])
+        if "eps" in config and config.get("norm") == norm else DEFAULT_EPS[norm])
     eps_value = parse_fraction(eps_text, "eps")
     names = parse_attacks(attacks, norm, onnx=source.onnx_path is not None)
     dataset = dataset or config.get("dataset")

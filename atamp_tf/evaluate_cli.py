@@ -38,6 +38,9 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the report
                                   "<run>/eval, or <model file stem>_eval beside the file).")
 _PGD_STEP_SIZE = flags.DEFINE_string("pgd_step_size", None, "PGD / CW step (number or fraction; "
                                      "default eps/4 for linf, eps*15/128 for l2).")
+_PGD_EARLY_STOP = flags.DEFINE_bool(
+    "pgd_early_stop", suite.SuiteSettings.pgd_early_stop, "PGD / CW: an example stops moving "
+    "once misclassified (--nopgd_early_stop: CleverHans' last iterate).")
 _SPSA_STEPS = flags.DEFINE_integer("spsa_steps", suite.SuiteSettings.spsa_steps,
                                    "SPSA iterations.")
 _SPSA_SAMPLES = flags.DEFINE_integer("spsa_samples", suite.SuiteSettings.spsa_samples,
@@ -58,6 +61,7 @@ def settings_from_flags():
     step = _PGD_STEP_SIZE.value
     return suite.SuiteSettings(
         pgd_step_size=None if step is None else evaluate.parse_fraction(step, "pgd_step_size"),
+        pgd_early_stop=_PGD_EARLY_STOP.value,
         spsa_steps=_SPSA_STEPS.value, spsa_samples=_SPSA_SAMPLES.value,
         spsa_delta=_SPSA_DELTA.value, spsa_learning_rate=_SPSA_LR.value,
         spsa_max_batch=_SPSA_MAX_BATCH.value, autoattack_version=_AA_VERSION.value,

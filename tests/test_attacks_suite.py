@@ -101,9 +101,23 @@ def test_pgd_loop_equals_cleverhans_pgd(model, test_data, norm, loss):
                                      clip_max=1.0, y=tf.constant(y), rand_init=False)
     ours = tf.function(lambda a, b: suite.pgd(_logits(model), a, b, eps=eps, norm=norm,
                                               steps=7, step_size=step, loss=loss,
-                                              random_start=False))(x, y)
+                                              random_start=False, early_stop=False))(x, y)
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=1e-6)
     assert np.abs(ours.numpy() - x).max() > 0.5 * step
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd100_fools_every_example_pgd20_fools(model, test_data, norm):
+    """Same random start (shared stream) + early stop: more steps never lose a success."""
+    x, y = test_data
+    fooled = {}
+    for name in ("pgd20", "pgd100"):
+        attack = suite.make_attack(name, _logits(model), norm=norm, eps=EPS[norm])
+        x_adv = suite.run_batched(attack, x, y, batch_size=25, seed=4,
+                                  stream=suite.random_stream(name), verbose=False)
+        fooled[name] = model.predict(x_adv, verbose=0).argmax(1) != y
+    assert fooled["pgd20"].any()
+    assert np.all(fooled["pgd100"] >= fooled["pgd20"])
 
 
 def test_pgd_compiles_to_one_loop_whatever_the_steps(model):

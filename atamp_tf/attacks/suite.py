@@ -59,6 +59,7 @@ def default_step_size(norm, eps):
 class SuiteSettings:
     """Knobs of the attack suite; None step size means `default_step_size`."""
     pgd_step_size: float | None = None
+    pgd_early_stop: bool = True
     spsa_steps: int = spsa_lib.DEFAULT_STEPS
     spsa_samples: int = spsa_lib.DEFAULT_NUM_SAMPLES
     spsa_delta: float = spsa_lib.DEFAULT_DELTA
@@ -104,7 +105,8 @@ def attack_settings(name, *, norm, eps, settings=SuiteSettings()):
         step = settings.pgd_step_size
         return {**common, "steps": PGD_STEPS[name],
                 "step_size": float(default_step_size(norm, eps) if step is None else step),
-                "random_start": True, "restarts": 1,
+                "random_start": True, "restarts": 1, "early_stop": settings.pgd_early_stop,
+                "random_stream": random_stream(name),
                 "loss": "cw_margin" if name.startswith("cw") else "cross_entropy",
                 "implementation": "cleverhans fast_gradient_method + clip_eta in tf.while_loop"}
     if name == "spsa":
@@ -149,11 +151,15 @@ def fgsm(logits_fn, x, y, *, eps, norm):
 
 
 def pgd(logits_fn, x, y, *, eps, norm, steps, step_size, loss="cross_entropy",
-        random_start=True, seed=(0, 0)):
+        random_start=True, seed=(0, 0), early_stop=True):
     """PGD as CleverHans runs it (FGM step, clip_eta, clip to [0,1]) in one tf.while_loop.
 
     loss: "cross_entropy" or "cw_margin" (the CW-inf attack); maximised.
     random_start: start uniformly in the ball (stateless, keyed by `seed`, int32 [2]).
+    early_stop: an example stops moving once it is misclassified (as Rice et al. 2020's and
+      AWP's evaluation PGD do; one extra forward pass per step), so a success is never lost
+      and, from the same start, more steps never fool fewer examples. False is CleverHans'
+      projected_gradient_descent exactly (the last iterate, fooling or not).
     """
     _check(norm, eps)
     loss_fn = {"cross_entropy": cross_entropy_loss, "cw_margin": cw_margin_loss}.get(loss)
@@ -171,6 +177,10 @@ def pgd(logits_fn, x, y, *, eps, norm, steps, step_size, loss="cross_entropy",
         x_next = fast_gradient_method(logits_fn, x_adv, step_size, ord_, loss_fn,
                                       clip_min=0.0, clip_max=1.0, y=y)
         x_next = tf.clip_by_value(x + clip_eta(x_next - x, ord_, eps), 0.0, 1.0)
+        if early_stop:
+            fooled = tf.argmax(logits_fn(x_adv), axis=-1, output_type=tf.int32) != y
+            x_next = tf.where(tf.reshape(fooled, [-1] + [1] * (len(x.shape) - 1)), x_adv,
+                              x_next)
         return i + 1, tf.ensure_shape(x_next, x.shape)
 
     _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv),
@@ -208,7 +218,8 @@ def make_attack(name, logits_fn, *, norm, eps, settings=SuiteSettings()):
     elif name in PGD_STEPS:
         def attack(x, y, seed):
             return pgd(logits_fn, x, y, eps=eps, norm=norm, steps=cfg["steps"],
-                       step_size=cfg["step_size"], loss=cfg["loss"], seed=seed)
+                       step_size=cfg["step_size"], loss=cfg["loss"], seed=seed,
+                       early_stop=cfg["early_stop"])
     elif name == "spsa":
         def attack(x, y, seed):
             return spsa_lib.spsa(logits_fn, x, y, eps=eps, norm=norm, steps=cfg["steps"],
@@ -219,6 +230,12 @@ def make_attack(name, logits_fn, *, norm, eps, settings=SuiteSettings()):
         raise ValueError(f"make_attack builds {', '.join(PGD_STEPS)}, natural, fgsm and spsa; "
                          f"got {name!r}")
     return tf.function(attack, reduce_retracing=True)
+
+
+def random_stream(name):
+    """Which random stream an attack draws from: PGD-20 and PGD-100 share one, so they start
+    from the same points and (with early stop) PGD-100 fools every example PGD-20 fools."""
+    return {"pgd20": 1, "pgd100": 1}.get(name, 2 + sorted(LABELS).index(name))
 
 
 def batch_seed(seed, stream, batch):
