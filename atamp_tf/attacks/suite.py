@@ -4,7 +4,10 @@ White-box attacks are CleverHans': FGSM is `fast_gradient_method`; PGD-20, PGD-1
 CW variant (PGD-100 on the Carlini-Wagner margin loss) repeat CleverHans' FGM step and its
 `clip_eta` projection exactly as its `projected_gradient_descent` does, but inside a
 `tf.while_loop`, so a compiled attack holds one step whatever the number of steps (CleverHans'
-own Python loop would unroll 100 gradient computations when traced). SPSA is the batched,
+own Python loop would unroll 100 gradient computations when traced). By default an example
+stops moving once misclassified, and PGD-20 / PGD-100 share their random start, so PGD-100
+never fools fewer examples than PGD-20 (`early_stop=False` is CleverHans' PGD exactly, as
+tests/test_attacks_suite.py checks). SPSA is the batched,
 fixed version in `atamp_tf.attacks.spsa`. AutoAttack and Square come from
 `atamp_tf.attacks.autoattack` and are wired in by `atamp_tf.evaluate`.
 
@@ -110,8 +113,8 @@ def attack_settings(name, *, norm, eps, settings=SuiteSettings()):
                 "loss": "cw_margin" if name.startswith("cw") else "cross_entropy",
                 "implementation": "cleverhans fast_gradient_method + clip_eta in tf.while_loop"}
     if name == "spsa":
-        return {**common, "steps": settings.spsa_steps, "learning_rate": settings.spsa_learning_rate,
-                "delta": settings.spsa_delta, "num_samples": settings.spsa_samples,
+        return {**common, "steps": settings.spsa_steps,
+                "learning_rate": settings.spsa_learning_rate, "delta": settings.spsa_delta, "num_samples": settings.spsa_samples,
                 "early_stop": settings.spsa_early_stop, "loss": "margin",
                 "implementation": "atamp_tf.attacks.spsa (batched CleverHans spsa, issue 1087 "
                                   "fixed)"}
