@@ -27,6 +27,11 @@ DEFAULT_STEP_SIZE = {"linf": "2/255", "l2": "15/255"}
 DATASET_STEP_SIZE = {("svhn", "linf"): "1/255"}
 PAPER_LR_BOUNDARIES = ("0.5", "0.75")  # epochs 100 and 150 of 200
 
+# Flags a run may be resumed with different values of: where and how it runs, not what it
+# computes.
+RESUME_FREE = ("data_dir", "npz_dir", "strategy", "jit_compile", "tensorboard", "verbose",
+               "eval_batch_size")
+
 # --smoke: what a run shrinks to (enough to pass every code path once).
 SMOKE = dict(epochs=2, steps_per_epoch=2, batch_size=8, attack_steps=2, eval_attack_steps=2,
              eval_test_examples=16, eval_train_examples=16, eval_batch_size=16)
@@ -115,6 +120,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: str = "auto"
     tensorboard: bool = True
+    verbose: int = 1  # Keras fit: 1 progress bar, 2 one line per epoch, 0 silent
     smoke: bool = False
 
     # ----- derived values -------------------------------------------------------------------

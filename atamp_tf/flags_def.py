@@ -185,6 +185,9 @@ def define_flags(fv=FLAGS):
          "XLA for the train step: auto (Keras: on with a GPU), true, false.")
     _def(flags.DEFINE_bool, "tensorboard", _D.tensorboard,
          "Write TensorBoard logs to <out_dir>/tensorboard.")
+    _def(flags.DEFINE_integer, "verbose", _D.verbose,
+         "Progress output of Keras fit: 1 a progress bar, 2 one line per epoch (log files), "
+         "0 none.", lower_bound=0, upper_bound=2)
     _def(flags.DEFINE_bool, "smoke", _D.smoke,
          "Shrink the run to 2 epochs of 2 tiny batches, a narrow network and a tiny evaluation: "
          "checks a flagfile end to end.")

@@ -9,11 +9,12 @@ with the same flags, a run resumes from its last finished epoch.
 """
 import sys
 
-from absl import app
+from absl import app, flags
 
 from atamp_tf import flags_def
 
 FLAGS = flags_def.define_flags()
+flags.adopt_module_key_flags(flags_def)  # --help lists them
 
 
 def main(argv):

@@ -172,7 +172,7 @@ def build_model_and_optimizer(config, spec, steps_per_epoch):
     return model
 
 
-def run_config_dict(config, spec, steps_per_epoch):
+def run_config_dict(config, spec, steps_per_epoch, num_replicas=1):
     """run_config.json: what evaluate / export / the zoo read about a run."""
     out = dataclasses.asdict(config)
     out.update(
@@ -180,7 +180,7 @@ def run_config_dict(config, spec, steps_per_epoch):
         step_size_text=config.step_size, eval_step_size=config.eval_step_size_value,
         loss=config.amp_method, num_classes=spec.num_classes,
         input_shape=list(spec.image_shape), mean=list(spec.mean), std=list(spec.std),
-        steps_per_epoch=steps_per_epoch, amp=config.amp_delta > 0,
+        steps_per_epoch=steps_per_epoch, num_replicas=num_replicas, amp=config.amp_delta > 0,
         amp_warmup_steps=config.amp_warmup_epochs * steps_per_epoch,
         coupled_weight_decay=config.coupled_weight_decay,
         lr_boundary_epochs=config.lr_boundary_epochs(), lr_values=config.lr_values(),
@@ -190,11 +190,16 @@ def run_config_dict(config, spec, steps_per_epoch):
 
 
 def _flag_lines(text):
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    """The flag lines of a flagfile that decide what a run computes (cfg.RESUME_FREE not)."""
+    free = tuple(f"--{name}" for name in cfg.RESUME_FREE) + tuple(
+        f"--no{name}" for name in cfg.RESUME_FREE)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return [ln for ln in lines if ln.split("=", 1)[0] not in free]
 
 
 def check_existing_run(paths, flags_text):
-    """A run directory with a resume state must have been started with the same flags."""
+    """A run directory with a resume state must have been started with the same flags
+    (those in cfg.RESUME_FREE aside)."""
     if not os.path.isfile(paths.flags) or rundir.load_state_meta(paths.state) is None:
         return
     with open(paths.flags, encoding="utf-8") as f:
@@ -208,65 +213,88 @@ def check_existing_run(paths, flags_text):
 
 
 # ----- the run ------------------------------------------------------------------------------
+def make_strategy(config):
+    strategy = strategies.make_strategy(config.strategy)
+    if strategy.num_replicas_in_sync > 1 and config.amp_delta > 0 and config.amp_warmup_epochs:
+        # AMPModel switches AMP on with a tf.cond whose branch all-reduces the ascent gradient;
+        # a cross-replica all-reduce inside a tf.cond fails under tf.distribute (merge_call).
+        raise ValueError(f"--amp_warmup_epochs={config.amp_warmup_epochs} is not supported with "
+                         f"{strategy.num_replicas_in_sync} replicas (--strategy="
+                         f"{config.strategy}) yet; use --amp_warmup_epochs=0")
+    return strategy
+
+
 def setup(config, flags_text):
     """Builds the run (strategy, data, model, restored state, callbacks); raises ValueError
     (data.DataNotPreparedError included) before any training for bad input."""
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = strategies.make_strategy(config.strategy)
+    strategy = make_strategy(config)
     chief = strategies.is_chief(strategy)
-    shared = rundir.RunPaths(config.out_dir)
-    paths = rundir.RunPaths(strategies.worker_dir(config.out_dir, strategy))
+    shared = rundir.RunPaths(config.out_dir)  # every worker resumes from the chief's state
     if chief:
         check_existing_run(shared, flags_text)
     meta = rundir.load_state_meta(shared.state)
-    initial_epoch = int(meta["epoch"]) if meta else 0
-    run = TrainingRun(config, strategy, chief, paths, initial_epoch=initial_epoch)
-    if 0 < initial_epoch < config.epochs:
-        print(f"{config.out_dir}: resuming after epoch {initial_epoch} of {config.epochs}.")
+    run = TrainingRun(config, strategy, chief,
+                      rundir.RunPaths(strategies.worker_dir(config.out_dir, strategy)),
+                      initial_epoch=int(meta["epoch"]) if meta else 0)
+    resuming = 0 < run.initial_epoch < config.epochs
+    if resuming:
+        print(f"{config.out_dir}: resuming after epoch {run.initial_epoch} of {config.epochs}.")
     spec = data.get_spec(config.dataset)
-    run.train_ds, run.steps_per_epoch = train_dataset(config, data_seed(config.seed,
-                                                                        initial_epoch))
+    run.train_ds, run.steps_per_epoch = train_dataset(
+        config, data_seed(config.seed, run.initial_epoch))
+    eval_sets = None
     if chief:
-        x_test, y_test = eval_arrays(config, "test", config.eval_test_examples,
-                                     "eval_test_examples")
-        x_train, y_train = eval_arrays(config, "train", config.eval_train_examples,
-                                       "eval_train_examples")
+        eval_sets = (eval_arrays(config, "test", config.eval_test_examples, "eval_test_examples"),
+                     eval_arrays(config, "train", config.eval_train_examples,
+                                 "eval_train_examples"))
     with strategy.scope():
         run.model = build_model_and_optimizer(config, spec, run.steps_per_epoch)
-    if meta and initial_epoch < config.epochs and not rundir.restore_weights(meta, run.model):
+    if resuming and not rundir.restore_weights(meta, run.model):
         raise ValueError(f"--out_dir: the resume state in {shared.state} has no weights; "
                          "delete that directory to start the run again")
-    paths.make()
+    run.paths.make()
     if chief:
-        rundir.atomic_write_text(paths.flags,
-                                 _FLAGS_HEADER.format(path=paths.flags) + flags_text)
-        rundir.atomic_write_json(paths.run_config,
-                                 run_config_dict(config, spec, run.steps_per_epoch))
+        _record_start(run, spec, flags_text)
         run.recorder = callbacks.RunRecorder(
-            paths, epochs=config.epochs, history=(meta or {}).get("history", ()),
-            eval_info=eval_info(config, len(x_test), len(x_train)),
+            run.paths, epochs=config.epochs, history=(meta or {}).get("history", ()),
+            eval_info=eval_info(config, len(eval_sets[0][0]), len(eval_sets[1][0])),
             run_label=os.path.basename(os.path.normpath(config.out_dir)))
-        eval_kwargs = dict(norm=config.norm, eps=config.eps_value,
-                           step_size=config.eval_step_size_value,
-                           steps=config.eval_attack_steps, batch_size=config.eval_batch_size)
-        run.callbacks = [callbacks.EpochEvaluation(
-            callbacks.RobustEvaluator(run.model.network, x_test, y_test,
-                                      seed=config.seed * 2 + 1, **eval_kwargs),
-            callbacks.RobustEvaluator(run.model.network, x_train, y_train,
-                                      seed=config.seed * 2 + 2, **eval_kwargs))]
-        if config.tensorboard and tensorboard_installed():
-            run.callbacks.append(keras.callbacks.TensorBoard(
-                paths.tensorboard, write_graph=False, profile_batch=0))
-        elif config.tensorboard:
-            logging.warning("--tensorboard: the tensorboard package is not installed (TF 2.21 "
-                            "no longer depends on it); no TensorBoard logs. pip install "
-                            "tensorboard to get them.")
-        run.callbacks.append(run.recorder)
-        if meta and initial_epoch < config.epochs:
-            # A kill may have come between the state and the files derived from it.
-            run.recorder.write_outputs(run.model.network, current_epoch=initial_epoch)
+        run.callbacks = chief_callbacks(run, eval_sets)
+        if resuming:  # a kill may have come between the state and the files derived from it
+            run.recorder.write_outputs(run.model.network, current_epoch=run.initial_epoch)
     return run
+
+
+def _record_start(run, spec, flags_text):
+    """flags.cfg and run_config.json."""
+    rundir.atomic_write_text(run.paths.flags,
+                             _FLAGS_HEADER.format(path=run.paths.flags) + flags_text)
+    rundir.atomic_write_json(run.paths.run_config, run_config_dict(
+        run.config, spec, run.steps_per_epoch, run.strategy.num_replicas_in_sync))
+
+
+def chief_callbacks(run, eval_sets):
+    """EpochEvaluation, TensorBoard (if installed), RunRecorder, in that order."""
+    config = run.config
+    (x_test, y_test), (x_train, y_train) = eval_sets
+    eval_kwargs = dict(norm=config.norm, eps=config.eps_value,
+                       step_size=config.eval_step_size_value, steps=config.eval_attack_steps,
+                       batch_size=config.eval_batch_size)
+    out = [callbacks.EpochEvaluation(
+        callbacks.RobustEvaluator(run.model.network, x_test, y_test,
+                                  seed=config.seed * 2 + 1, **eval_kwargs),
+        callbacks.RobustEvaluator(run.model.network, x_train, y_train,
+                                  seed=config.seed * 2 + 2, **eval_kwargs))]
+    if config.tensorboard and tensorboard_installed():
+        out.append(keras.callbacks.TensorBoard(run.paths.tensorboard, write_graph=False,
+                                               profile_batch=0))
+    elif config.tensorboard:
+        logging.warning("--tensorboard: the tensorboard package is not installed (TF 2.21 no "
+                        "longer depends on it), so no TensorBoard logs; pip install "
+                        "tensorboard to get them.")
+    return out + [run.recorder]
 
 
 def eval_info(config, test_examples, train_examples):
@@ -279,9 +307,11 @@ def eval_info(config, test_examples, train_examples):
             "train_subset": f"the first {train_examples} of the training split, not augmented"}
 
 
-def fit(run, verbose="auto"):
-    """Trains from run.initial_epoch to --epochs; returns summary.json's dict (chief) or None."""
+def fit(run, verbose=None):
+    """Trains from run.initial_epoch to --epochs; returns summary.json's dict (chief) or None.
+    verbose: Keras fit's (default: --verbose)."""
     config = run.config
+    verbose = config.verbose if verbose is None else verbose
     if run.initial_epoch >= config.epochs:
         print(f"{config.out_dir}: all {config.epochs} epochs are done; nothing to train.")
     else:
@@ -307,6 +337,6 @@ def summary_line(summary):
             f"{last['test_natural_acc']:.2%}); {summary['train_seconds']:.0f} s of training")
 
 
-def train(config, flags_text, verbose="auto"):
+def train(config, flags_text, verbose=None):
     """setup + fit."""
     return fit(setup(config, flags_text), verbose=verbose)

@@ -1,4 +1,4 @@
-"""Flags of atamp_tf.train: paper defaults, validation, every flagfile, the CLI's bad-flag exits."""
+"""Flags of atamp_tf.train: paper defaults, validation, every flagfile, bad flags on the CLI."""
 import dataclasses
 import glob
 import os
@@ -67,9 +67,9 @@ def test_bare_svhn_l2_is_the_papers_run():
     assert config.out_dir == "runs/svhn-l2-preact_resnet18-at-amp0.1-seed0"
 
 
-@pytest.mark.parametrize("dataset,norm,eps,step", [("svhn", "linf", 8, 1), ("cifar10", "linf", 8, 2),
-                                                   ("cifar100", "linf", 8, 2),
-                                                   ("cifar10", "l2", 128, 15)])
+@pytest.mark.parametrize("dataset,norm,eps,step", [
+    ("svhn", "linf", 8, 1), ("cifar10", "linf", 8, 2), ("cifar100", "linf", 8, 2),
+    ("cifar10", "l2", 128, 15), ("svhn", "l2", 128, 15)])
 def test_dataset_step_sizes(dataset, norm, eps, step):
     config, _ = parse(f"--dataset={dataset}", f"--norm={norm}")
     assert config.eps_value == pytest.approx(eps / 255)
@@ -166,8 +166,8 @@ def test_every_flagfile_parses_and_opens_with_its_command(path):
         assert (config.dataset, config.norm, config.arch) == ("cifar10", "linf", "wide_resnet")
         assert (config.depth, config.width) == (34, 10)
         assert (config.amp_delta > 0) == name.endswith("_amp")
-        method = {"pgd": "at", "pretraining": "pretrain"}.get(name.split("_")[0], name.split("_")[0])
-        assert config.method == method
+        first = name.split("_")[0]
+        assert config.method == {"pgd": "at", "pretraining": "pretrain"}.get(first, first)
     if rel.startswith(("table4", "table5")):
         assert config.norm == ("linf" if rel.startswith("table4") else "l2")
         assert config.amp_delta == 0
@@ -177,11 +177,11 @@ def test_every_flagfile_parses_and_opens_with_its_command(path):
     if rel.startswith("fig4"):
         assert config.amp_delta == pytest.approx(float(name.split("_")[1]))
     assert recorded.out_dir == config.out_dir
-    assert len({config.out_dir}) == 1
 
 
 def test_out_dirs_are_distinct():
-    outs = [parse(f"--flagfile={os.path.relpath(p, ROOT)}")[0].out_dir for p in _experiment_files()]
+    outs = [parse(f"--flagfile={os.path.relpath(p, ROOT)}")[0].out_dir
+            for p in _experiment_files()]
     assert len(outs) == len(set(outs))
 
 
@@ -206,7 +206,7 @@ BAD = {
 def test_cli_rejects_bad_flags_with_one_line_naming_the_flag(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     cases = dict(BAD)
-    cases["data not prepared"] = ([f"--dataset=svhn", f"--data_dir={tmp_path}"],
+    cases["data not prepared"] = (["--dataset=svhn", f"--data_dir={tmp_path}"],
                                   "not prepared")
     procs = {name: subprocess.Popen(
         [sys.executable, "-m", "atamp_tf.train", *args, f"--out_dir={tmp_path / 'run'}"],

@@ -140,6 +140,10 @@ def test_rerun_of_a_finished_run_trains_nothing_and_other_flags_are_refused(tiny
     _, summary = run_training(*TINY, "--epochs=2", "--steps_per_epoch=3", "--lr_boundaries=1",
                               f"--out_dir={out}")
     assert (out / "metrics.csv").read_text() == before and summary["epochs_done"] == 2
+    # where / how it runs may change on resume (here: the evaluation batch size)
+    _, summary = run_training(*TINY, "--epochs=2", "--steps_per_epoch=3", "--lr_boundaries=1",
+                              "--eval_batch_size=8", f"--out_dir={out}")
+    assert summary["epochs_done"] == 2
     config, text = parse(*TINY, "--epochs=3", "--steps_per_epoch=3", "--lr_boundaries=1",
                          f"--out_dir={out}")
     with pytest.raises(ValueError, match="--out_dir.*--epochs=3"):
@@ -242,6 +246,30 @@ def test_killed_run_resumes_with_every_epoch_exactly_once(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["last"]["epoch"] == 3
     assert keras.saving.load_model(out / "checkpoints" / "last.keras").output_shape == (None, 10)
+
+
+MIRRORED = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from absl import app
+from atamp_tf import train
+app.run(train.main, argv=["train", *sys.argv[1:]])
+"""
+
+
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    out = tmp_path / "mirrored"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-c", MIRRORED, *TINY, "--epochs=1",
+                           "--steps_per_epoch=2", "--strategy=mirrored", "--notensorboard",
+                           "--amp_warmup_epochs=0",
+                           "--verbose=0", f"--out_dir={out}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "run_config.json").read_text())["num_replicas"] == 2
+    assert json.loads((out / "summary.json").read_text())["complete"]
 
 
 # ----- flagfiles with --smoke ---------------------------------------------------------------
