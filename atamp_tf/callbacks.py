@@ -77,9 +77,8 @@ class EpochEvaluation(keras.callbacks.Callback):
 class RunRecorder(keras.callbacks.Callback):
     """Records each epoch: resume state first, then the files derived from it.
 
-    `history` is the list of metrics rows restored from the state (empty for a new run),
-    `best_epoch` the restored best epoch. `meta_extra` goes into every state (e.g. the data
-    seed schedule), `eval_info` into summary.json.
+    `history`: the metrics rows restored from the state (empty for a new run); the best epoch
+    is recomputed from it. `eval_info` goes into summary.json.
     """
 
     def __init__(self, paths, *, epochs, history=(), eval_info=None, run_label=""):

@@ -7,7 +7,9 @@ trains, evaluating and recording every epoch; it resumes from the run directory'
 Resume order: the state's epoch count decides `initial_epoch`; the model and optimizer weights
 (optimizer.iterations included, so the per-step learning-rate schedule and AMPModel's attack
 seeds continue exactly) are loaded from it; metrics.csv, summary.json and the checkpoints are
-rewritten from it. The data order after a resume is a fresh shuffle keyed by (seed, epoch)
+rewritten from it. Flags that only say where and how the run executes (config.RESUME_FREE:
+strategy, data location, ...) may change between the start and a resume; any other change is
+refused. The data order after a resume is a fresh shuffle keyed by (seed, epoch)
 (tf.data shuffles cannot be fast-forwarded), so a resumed run matches an uninterrupted one in
 everything but the order of its remaining batches.
 """
@@ -66,11 +68,11 @@ def train_dataset(config, seed):
         num_examples=config.train_examples or None, extra_npz=config.extra_npz,
         extra_fraction=config.extra_fraction)
     steps = int(ds.cardinality())
-    if steps < 0:
+    if steps < 0 and not config.steps_per_epoch:
         raise ValueError(f"the {config.dataset} training pipeline has no known length "
                          f"(cardinality {steps}); set --steps_per_epoch")
     if config.steps_per_epoch:
-        if config.steps_per_epoch > steps:
+        if not 0 <= config.steps_per_epoch <= steps:
             ds = ds.repeat()
         steps = config.steps_per_epoch
         ds = ds.take(steps)

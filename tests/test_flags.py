@@ -1,5 +1,4 @@
 """Flags of atamp_tf.train: paper defaults, validation, every flagfile, bad flags on the CLI."""
-import dataclasses
 import glob
 import os
 import re

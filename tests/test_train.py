@@ -10,7 +10,6 @@ import time
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from absl import flags
 
 from atamp_tf import callbacks, data, flags_def, plots, rundir, training
