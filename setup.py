@@ -24,6 +24,7 @@ setup(
         "numpy>=1.26,<3",
         "scikit-learn>=1.5,<2",
         "matplotlib>=3.8,<4",
+        "tensorboard>=2.21,<2.22",
         "pooch>=1.8,<2",
     ],
     extras_require={"test": ["pytest>=8,<10"]},

@@ -1,10 +1,31 @@
 """atamp-tf: adversarial training with adversarial model perturbation (AT-AMP), TF2/Keras 3.
 
-Importing the package registers its Keras objects (AMPModel, Standardize), so `.keras` files
-written by atamp-tf load with `keras.saving.load_model`.
+The public names are imported on first use, so `import atamp_tf` (and every command-line
+program's flag checking) does not wait for TensorFlow. `atamp_tf.register_keras_objects()`
+registers the Keras classes (AMPModel, Standardize) that `.keras` files written here need.
 """
-from atamp_tf.amp import AMPModel  # noqa: F401
-from atamp_tf.data import get_spec, load_arrays, make_dataset  # noqa: F401
-from atamp_tf.models import build_model  # noqa: F401
+import importlib
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "AMPModel": "atamp_tf.amp",
+    "build_model": "atamp_tf.models",
+    "make_dataset": "atamp_tf.data",
+    "load_arrays": "atamp_tf.data",
+    "get_spec": "atamp_tf.data",
+}
+
+__all__ = sorted(_LAZY) + ["register_keras_objects"]
+
+
+def register_keras_objects():
+    """Import the modules whose Keras classes `.keras` files refer to."""
+    importlib.import_module("atamp_tf.amp")
+    importlib.import_module("atamp_tf.models")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'atamp_tf' has no attribute {name!r}")

@@ -224,12 +224,20 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
             def amp_deltas():
                 return self._perturbation(theta, state, x, y, x_adv, label_mix, seed)
 
-            if self.amp_warmup_steps > 0:
+            if self.amp_warmup_steps <= 0:
+                deltas, x_adv = amp_deltas()
+            elif replica_count() == 1:
                 active = self.optimizer.iterations >= self.amp_warmup_steps
                 deltas, x_adv = tf.cond(active, amp_deltas,
                                         lambda: ([tf.zeros_like(t) for t in theta], x_adv))
             else:
-                deltas, x_adv = amp_deltas()
+                # Cross-replica all-reduce cannot run inside tf.cond under MirroredStrategy:
+                # compute Delta on every step and mask it during the warm-up instead.
+                active = self.optimizer.iterations >= self.amp_warmup_steps
+                amp_delta_list, amp_x_adv = amp_deltas()
+                mask = tf.cast(active, theta[0].dtype)
+                deltas = [mask * d for d in amp_delta_list]
+                x_adv = tf.where(active, amp_x_adv, x_adv)
             weights = [t + d for t, d in zip(theta, deltas)]
         else:
             weights = theta

@@ -136,7 +136,8 @@ def load_keras_model(path):
     """The plain Keras network stored at path (an AMPModel's `network` if it is one)."""
     import keras  # pylint: disable=import-outside-toplevel
 
-    import atamp_tf  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import atamp_tf  # pylint: disable=import-outside-toplevel
+    atamp_tf.register_keras_objects()
     model = keras.saving.load_model(path, compile=False)
     return getattr(model, "network", model)
 

@@ -217,12 +217,6 @@ def check_existing_run(paths, flags_text):
 # ----- the run ------------------------------------------------------------------------------
 def make_strategy(config):
     strategy = strategies.make_strategy(config.strategy)
-    if strategy.num_replicas_in_sync > 1 and config.amp_delta > 0 and config.amp_warmup_epochs:
-        # AMPModel switches AMP on with a tf.cond whose branch all-reduces the ascent gradient;
-        # a cross-replica all-reduce inside a tf.cond fails under tf.distribute (merge_call).
-        raise ValueError(f"--amp_warmup_epochs={config.amp_warmup_epochs} is not supported with "
-                         f"{strategy.num_replicas_in_sync} replicas (--strategy="
-                         f"{config.strategy}) yet; use --amp_warmup_epochs=0")
     return strategy
 
 

@@ -37,10 +37,11 @@ def data():
     return x, y
 
 
-def train(strategy, batchnorm=False, epochs=1):
+def train(strategy, batchnorm=False, epochs=1, warmup=0):
     with strategy.scope():
         model = AMPModel(network(batchnorm), eps=0.1, step_size=0.03, attack_steps=3,
-                         random_start=False, delta=0.05, amp_scope=SCOPE, weight_decay=1e-3)
+                         random_start=False, delta=0.05, amp_scope=SCOPE, weight_decay=1e-3,
+                         amp_warmup_steps=warmup)
         model.compile(keras.optimizers.SGD(0.3, momentum=0.9))
     x, y = data()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
@@ -58,10 +59,14 @@ if MODE == "mirrored":
     single, _ = train(tf.distribute.get_strategy())
     multi, _ = train(mirrored)
     bn_model, bn_loss = train(mirrored, batchnorm=True)
+    single_warm, _ = train(tf.distribute.get_strategy(), warmup=2)
+    multi_warm, _ = train(mirrored, warmup=2)
     np.savez(OUT, single=np.concatenate([w.numpy().ravel() for w in single.network.weights]),
              mirrored=np.concatenate([w.numpy().ravel() for w in multi.network.weights]),
              initial=np.concatenate([w.numpy().ravel() for w in network().weights]),
-             bn_loss=np.array(bn_loss))
+             bn_loss=np.array(bn_loss),
+             single_warm=np.concatenate([w.numpy().ravel() for w in single_warm.network.weights]),
+             mirrored_warm=np.concatenate([w.numpy().ravel() for w in multi_warm.network.weights]))
 else:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     model, loss = train(strategy, epochs=2)

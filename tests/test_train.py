@@ -262,8 +262,8 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     out = tmp_path / "mirrored"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run([sys.executable, "-c", MIRRORED, *TINY, "--epochs=1",
-                           "--steps_per_epoch=2", "--strategy=mirrored", "--notensorboard",
-                           "--amp_warmup_epochs=0",
+                           "--steps_per_epoch=2", "--strategy=mirrored",
+                           "--amp_warmup_epochs=1",
                            "--verbose=0", f"--out_dir={out}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
