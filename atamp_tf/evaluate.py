@@ -22,29 +22,15 @@ import numpy as np
 from absl import logging
 
 from atamp_tf.attacks import sanity, suite
+from atamp_tf.checkpoints import load_keras_model, parse_fraction  # noqa: F401 (public here too)
+from atamp_tf.checkpoints import checkpoint_path, run_dir_of
+from atamp_tf.checkpoints import read_run_config as _read_run_config
 
 DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
 PARITY_ATOL = 1e-3  # largest |Keras - ONNX| logit difference accepted as the same model
 NEEDS_GRADIENTS = ("fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
 
 # ---------------------------------------------------------------------------- arguments
-
-def parse_fraction(text, flag):
-    """A non-negative finite number from '0.03' or '8/255'; ValueError naming the flag."""
-    value = None
-    try:
-        if isinstance(text, str) and "/" in text:
-            num, den = text.split("/")
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        pass
-    if value is None or not math.isfinite(value) or value < 0:
-        raise ValueError(f"--{flag} must be a non-negative number or a fraction such as 8/255, "
-                         f"got {text!r}")
-    return value
-
 
 def check_norm(norm):
     """Returns norm if it is linf or l2; ValueError naming --norm otherwise."""
@@ -93,14 +79,6 @@ class ModelSource:
         return base if self.kind == "run_dir" else os.path.splitext(base)[0]
 
 
-def _read_run_config(run_dir):
-    path = os.path.join(run_dir, "run_config.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def resolve_model(path, *, checkpoint="best", keras_model=None):
     """ModelSource of a run directory, .keras or .onnx path; ValueError naming the flag."""
     if not path:
@@ -109,37 +87,15 @@ def resolve_model(path, *, checkpoint="best", keras_model=None):
         raise ValueError("--keras_model goes with an .onnx --model only")
     if keras_model is not None and not os.path.isfile(keras_model):
         raise ValueError(f"--keras_model: {keras_model} is not a file")
-    if os.path.isdir(path):
-        keras_path = os.path.join(path, "checkpoints", f"{checkpoint}.keras")
-        if not os.path.isfile(keras_path):
-            raise ValueError(f"--model: run directory {path} has no {keras_path} "
-                             "(--checkpoint picks best or last)")
-        return ModelSource(path, "run_dir", keras_path, None, _read_run_config(path))
-    if not os.path.isfile(path):
-        raise ValueError(f"--model: {path} does not exist")
-    # A checkpoint inside a run directory (<run>/checkpoints/x.keras) still has its run's config.
-    parent = os.path.dirname(os.path.abspath(path))
-    run_dir = os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else parent
-    if path.endswith(".keras"):
-        return ModelSource(path, "keras", path, None, _read_run_config(run_dir))
-    if path.endswith(".onnx"):
-        config = _read_run_config(run_dir) if keras_model is None else {}
-        if keras_model is not None:
-            kparent = os.path.dirname(os.path.abspath(keras_model))
-            config = _read_run_config(os.path.dirname(kparent)
-                                      if os.path.basename(kparent) == "checkpoints" else kparent)
+    if str(path).endswith(".onnx"):
+        if not os.path.isfile(path):
+            raise ValueError(f"--model: {path} does not exist")
+        # The run's config comes from the Keras checkpoint's run when there is one.
+        config = _read_run_config(run_dir_of(keras_model or path))
         return ModelSource(path, "onnx", keras_model, path, config)
-    raise ValueError(f"--model: expected a run directory, a .keras or an .onnx file, got {path}")
-
-
-def load_keras_model(path):
-    """The plain Keras network stored at path (an AMPModel's `network` if it is one)."""
-    import keras  # pylint: disable=import-outside-toplevel
-
-    import atamp_tf  # pylint: disable=import-outside-toplevel
-    atamp_tf.register_keras_objects()
-    model = keras.saving.load_model(path, compile=False)
-    return getattr(model, "network", model)
+    keras_path = checkpoint_path(path, checkpoint, "model")
+    kind = "run_dir" if os.path.isdir(path) else "keras"
+    return ModelSource(path, kind, keras_path, None, _read_run_config(run_dir_of(keras_path)))
 
 
 def keras_logits_fn(model):
