@@ -292,3 +292,39 @@ def test_count_flops_rejects_bad_input():
         count_flops(cnn, (16, 16, 1))
     with pytest.raises(ValueError, match="input_shape"):
         count_flops(cnn, (8, 0, 1))
+
+
+def test_fused_batchnorm_equals_keras_batchnorm_under_stateless_call():
+    """The fused training-mode kernel gives Keras' outputs, moving statistics and gradients,
+    and reads perturbed weights passed to stateless_call (AMP's theta + Delta)."""
+    import tensorflow as tf
+    from atamp_tf.models.layers import FusedBatchNormalization
+
+    def net(cls):
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((6, 6, 3))
+        h = keras.layers.Conv2D(4, 3, use_bias=False)(inp)
+        h = keras.layers.Flatten()(cls(momentum=0.9, epsilon=1e-5)(h))
+        return keras.Model(inp, keras.layers.Dense(3)(h))
+
+    plain, fused = net(keras.layers.BatchNormalization), net(FusedBatchNormalization)
+    x = tf.random.stateless_uniform((8, 6, 6, 3), seed=[1, 2])
+    weights = [v.value + 0.3 for v in plain.trainable_variables]  # perturbed, incl. gamma/beta
+    state = [v.value for v in plain.non_trainable_variables]
+
+    def run(model, w):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            out, new_state = model.stateless_call(w, state, x, training=True)
+            loss = tf.reduce_sum(out ** 2)
+        return out, new_state, tape.gradient(loss, w)
+
+    out_a, state_a, grad_a = run(plain, weights)
+    out_b, state_b, grad_b = run(fused, weights)
+    np.testing.assert_allclose(out_b, out_a, rtol=1e-4, atol=1e-4)
+    for s_a, s_b in zip(state_a, state_b):
+        np.testing.assert_allclose(s_b, s_a, rtol=1e-5, atol=1e-6)
+    for g_a, g_b in zip(grad_a, grad_b):
+        np.testing.assert_allclose(g_b, g_a, rtol=1e-3, atol=1e-3 * float(np.abs(g_a).max()))
+    # Inference takes Keras' own path: identical outputs.
+    np.testing.assert_array_equal(fused(x, training=False), plain(x, training=False))

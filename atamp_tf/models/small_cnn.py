@@ -15,8 +15,8 @@ def _dense_or_conv_block(x, layer, batchnorm, name):
     """Apply ``layer`` (bias-free when a BatchNorm follows), then optional BN, then ReLU."""
     x = layer(x)
     if batchnorm:
-        x = keras.layers.BatchNormalization(momentum=L.BN_MOMENTUM, epsilon=L.BN_EPSILON,
-                                            name=f"{name}_bn")(x)
+        x = L.FusedBatchNormalization(momentum=L.BN_MOMENTUM, epsilon=L.BN_EPSILON,
+                                      name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
