@@ -283,3 +283,18 @@ def test_mixup_l1_and_awp_scope_train():
     model.compile(keras.optimizers.SGD(0.05))
     hist = model.fit(x, y, batch_size=64, epochs=2, verbose=0)
     assert np.all(np.isfinite(hist.history["loss"]))
+
+
+def test_summary_and_callbacks_work():
+    x, y = _digits(128)
+    model = AMPModel(_digits_net(), eps=0.1, step_size=0.025, attack_steps=1, delta=0.1,
+                     eval_attack_steps=2)
+    model.compile(keras.optimizers.SGD(0.05))
+    lines = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    assert any("Trainable params" in line for line in lines)
+    seen = []
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(logs))
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0, validation_data=(x[:64], y[:64]),
+              callbacks=[callback])
+    assert len(seen) == 2 and {"loss", "adv_acc", "val_nat_acc", "val_adv_acc"} <= set(seen[-1])

@@ -1,0 +1,72 @@
+"""The training-time PGD: stays in the eps-ball and [0,1], and raises the loss."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from atamp_tf.attacks import projections
+from atamp_tf.attacks.pgd import pgd
+from atamp_tf.losses import cross_entropy
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = (d.images[:300] / 16.0).astype("float32")[..., None]
+    y = d.target[:300].astype("int32")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Flatten()(inp)
+    h = keras.layers.Dense(32, activation="relu")(h)
+    net = keras.Model(inp, keras.layers.Dense(10)(h))
+    net.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(True))
+    net.fit(x, y, epochs=10, verbose=0)
+    return net, tf.constant(x[:128]), tf.constant(y[:128])
+
+
+def _norms(delta):
+    flat = tf.reshape(delta, [delta.shape[0], -1])
+    return tf.reduce_max(tf.abs(flat), axis=1), tf.norm(flat, axis=1)
+
+
+@pytest.mark.parametrize("norm,eps,step", [("linf", 0.1, 0.025), ("l2", 1.0, 0.25)])
+def test_pgd_stays_in_ball_and_box_and_raises_the_loss(trained, norm, eps, step):
+    net, x, y = trained
+    seed = tf.constant([0, 1], tf.int64)
+    x_adv = pgd(net, x, y, eps=eps, step_size=step, steps=10, norm=norm, seed=seed)
+    linf, l2 = _norms(x_adv - x)
+    size = linf if norm == "linf" else l2
+    assert float(tf.reduce_max(size)) <= eps + 1e-5
+    assert float(tf.reduce_min(x_adv)) >= 0.0 and float(tf.reduce_max(x_adv)) <= 1.0
+    loss_clean = cross_entropy(net(x), y)
+    loss_adv = cross_entropy(net(x_adv), y)
+    x_rand = projections.random_in_ball(x, eps=eps, norm=norm, seed=seed)
+    loss_rand = cross_entropy(net(x_rand), y)
+    assert float(tf.reduce_mean(loss_adv)) > 2 * float(tf.reduce_mean(loss_clean))
+    assert float(tf.reduce_mean(loss_adv)) > 2 * float(tf.reduce_mean(loss_rand))
+    # per example: PGD never ends below the random point it could have stayed at, bar noise
+    assert float(tf.reduce_mean(tf.cast(loss_adv >= loss_rand - 1e-4, tf.float32))) > 0.95
+    # and the random start itself is a valid point of the ball
+    rl, r2 = _norms(x_rand - x)
+    assert float(tf.reduce_max(rl if norm == "linf" else r2)) <= eps + 1e-5
+
+
+def test_random_start_is_seeded_and_zero_steps_is_the_start(trained):
+    net, x, y = trained
+    seed = tf.constant([3, 4], tf.int64)
+    a = pgd(net, x, y, eps=0.1, step_size=0.02, steps=0, norm="linf", seed=seed)
+    b = projections.random_in_ball(x, eps=0.1, norm="linf", seed=seed)
+    np.testing.assert_array_equal(a, b)
+    c = pgd(net, x, y, eps=0.1, step_size=0.02, steps=0, norm="linf", random_start=False)
+    np.testing.assert_array_equal(c, x)
+
+
+@pytest.mark.parametrize("kwargs,name", [(dict(norm="l1"), "norm"), (dict(eps=-1.0), "eps"),
+                                         (dict(steps=-2), "steps"), (dict(seed=None), "seed")])
+def test_bad_arguments_raise(trained, kwargs, name):
+    net, x, y = trained
+    args = dict(eps=0.1, step_size=0.02, steps=2, norm="linf", seed=tf.constant([0, 0], tf.int64))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=name):
+        pgd(net, x, y, **args)
