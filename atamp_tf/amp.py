@@ -40,7 +40,7 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
     def __init__(self, network, *, method="at", norm="linf", eps=8 / 255, step_size=2 / 255,
                  attack_steps=10, random_start=True, attack_bn="train", delta=0.1, xi=1.0,
                  amp_steps=1, amp_scope="tensor", amp_warmup_steps=0, beta=6.0,
-                 mart_lambda=5.0, mixup_alpha=0.0, l1=0.0, weight_decay=0.0,
+                 mart_lambda=5.0, mixup_alpha=0.0, l1=0.0, l2=0.0, weight_decay=0.0,
                  eval_attack_steps=20, seed=0, **kwargs):
         super().__init__(**kwargs)
         self._method = losses.get_method(method)
@@ -51,7 +51,7 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         if attack_bn not in ATTACK_BN_MODES:
             raise ValueError(f"attack_bn must be one of {ATTACK_BN_MODES}, got {attack_bn!r}")
         _check_nonnegative(delta=delta, xi=xi, amp_warmup_steps=amp_warmup_steps, beta=beta,
-                           mart_lambda=mart_lambda, mixup_alpha=mixup_alpha, l1=l1,
+                           mart_lambda=mart_lambda, mixup_alpha=mixup_alpha, l1=l1, l2=l2,
                            weight_decay=weight_decay, eval_attack_steps=eval_attack_steps)
         if int(amp_steps) != amp_steps or amp_steps < 1:
             raise ValueError(f"amp_steps must be a whole number >= 1, got {amp_steps!r}")
@@ -64,7 +64,8 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         self.delta, self.xi, self.amp_steps = float(delta), float(xi), int(amp_steps)
         self.amp_scope, self.amp_warmup_steps = amp_scope, int(amp_warmup_steps)
         self.beta, self.mart_lambda = float(beta), float(mart_lambda)
-        self.mixup_alpha, self.l1, self.weight_decay = float(mixup_alpha), float(l1), float(weight_decay)
+        self.mixup_alpha, self.l1, self.l2 = float(mixup_alpha), float(l1), float(l2)
+        self.weight_decay = float(weight_decay)
         self.eval_attack_steps, self.seed = int(eval_attack_steps), int(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.adv_acc_tracker = keras.metrics.SparseCategoricalAccuracy(name="adv_acc")
@@ -101,7 +102,7 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
             attack_steps=self.attack_steps, random_start=self.random_start,
             attack_bn=self.attack_bn, delta=self.delta, xi=self.xi, amp_steps=self.amp_steps,
             amp_scope=self.amp_scope, amp_warmup_steps=self.amp_warmup_steps, beta=self.beta,
-            mart_lambda=self.mart_lambda, mixup_alpha=self.mixup_alpha, l1=self.l1,
+            mart_lambda=self.mart_lambda, mixup_alpha=self.mixup_alpha, l1=self.l1, l2=self.l2,
             weight_decay=self.weight_decay, eval_attack_steps=self.eval_attack_steps,
             seed=self.seed)
         return config
@@ -132,6 +133,8 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
 
     def _attack(self, weights, state, x, y, label_mix, seed):
         """PGD against the method's inner loss at `weights` (BatchNorm as set by attack_bn)."""
+        if self.attack_steps == 0:
+            return x  # natural training
         training = self.attack_bn == "train"
 
         def logits_fn(images):
@@ -201,11 +204,24 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         return deltas, x_adv
 
     def _regulariser_gradients(self, theta):
-        """Coupled weight decay and L1 (PyTorch-SGD style), split evenly over replicas."""
-        if self.weight_decay == 0 and self.l1 == 0:
+        """Coupled weight decay, and the L1 / L2 baselines as in Rice et al. 2020, as gradients.
+
+        weight_decay: on every trainable weight (PyTorch SGD's weight_decay). l2 > 0 replaces
+        it: l2 on kernels (rank >= 2), nothing on BatchNorm parameters and biases. l1 adds
+        l1 * sign(w) on kernels. Split evenly over replicas, which the optimiser sums.
+        """
+        if self.weight_decay == 0 and self.l1 == 0 and self.l2 == 0:
             return None
         scale = self.optimizer.scale_loss(tf.constant(1.0 / replica_count()))
-        return [scale * (self.weight_decay * t + self.l1 * tf.sign(t)) for t in theta]
+        grads = []
+        for t in theta:
+            kernel = len(t.shape) >= 2
+            decay = (self.l2 if kernel else 0.0) if self.l2 > 0 else self.weight_decay
+            g = decay * t
+            if self.l1 > 0 and kernel:
+                g = g + self.l1 * tf.sign(t)
+            grads.append(scale * g)
+        return grads
 
     # ----- the step -------------------------------------------------------------------------
     def train_step(self, data):

@@ -137,11 +137,6 @@ class TrainConfig:
         return parse_number(self.eval_step_size, "eval_step_size")
 
     @property
-    def coupled_weight_decay(self):
-        """AMPModel's weight decay: --weight_decay plus the --l2 baseline's coefficient."""
-        return self.weight_decay + self.l2
-
-    @property
     def amp_method(self):
         return model_method(self.method)
 

@@ -333,11 +333,13 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
                          f"({metrics['examples']}), got {len(x)} images and {len(y)} labels.")
     model = load_keras_file(keras_path)
     onnx_path = os.path.join(out_dir, f"{name}.onnx")
-    parity = export_model(model, onnx_path, x_check=x, opset=opset, atol=atol,
+    # Staged beside the published file, which is replaced only once every check has passed.
+    staged = os.path.join(out_dir, f".{name}.onnx.staged")
+    parity = export_model(model, staged, x_check=x, opset=opset, atol=atol,
                           batch_size=batch_size)
     correct = int(np.sum(parity.onnx_predictions == np.asarray(y)))
     recorded = round(metrics["accuracy"]["natural"] * n)
-    keras, written = None, [onnx_path]
+    keras, written = None, [staged]
     try:
         if correct != recorded:
             raise ExportError(f"{keras_path}: natural accuracy {correct}/{n} on the report's "
@@ -350,7 +352,7 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
             keras = (_url_for(keras_copy, manifest_path, base_url), sha256_file(keras_copy))
         card_path = os.path.join(card_dir, f"{name}.md")
         entry = make_entry(
-            name, meta, metrics, onnx_path=onnx_path,
+            name, meta, metrics, onnx_path=staged,
             url=_url_for(onnx_path, manifest_path, base_url),
             card=_url_for(card_path, manifest_path, ""), hwc=_input_hwc(model),
             num_classes=model.outputs[0].shape[-1], parity=parity, licence=licence,
@@ -362,6 +364,7 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
             if os.path.exists(path):
                 os.remove(path)
         raise
+    os.replace(staged, onnx_path)
     os.makedirs(card_dir, exist_ok=True)
     with open(card_path, "w", encoding="utf-8") as f:
         f.write(model_card.render_card(entry))

@@ -163,10 +163,11 @@ def define_flags(fv=FLAGS):
     _def(flags.DEFINE_float, "weight_decay", _D.weight_decay,
          "Coupled weight decay (PyTorch SGD style, on all weights; paper: 5e-4).", lower_bound=0.0)
     _def(flags.DEFINE_float, "l1", _D.l1,
-         "L1 regularisation coefficient (Table 4/5 baseline: 5e-6).", lower_bound=0.0)
+         "L1 baseline (Tables 4/5: 5e-6): l1 * |w| on conv and dense kernels, as Rice et al.",
+         lower_bound=0.0)
     _def(flags.DEFINE_float, "l2", _D.l2,
-         "L2 regularisation baseline (Tables 4/5: 5e-3): added to --weight_decay, so the gradient "
-         "gets (weight_decay + l2) * w.", lower_bound=0.0)
+         "L2 baseline (Tables 4/5: 5e-3), as Rice et al.: replaces --weight_decay with l2 on conv "
+         "and dense kernels and none on BatchNorm parameters and biases.", lower_bound=0.0)
     _def(flags.DEFINE_float, "mixup_alpha", _D.mixup_alpha,
          "Mixup Beta(alpha, alpha), 0 = off (Table 4/5 baseline: 1.4).", lower_bound=0.0)
 

@@ -35,7 +35,8 @@ def boosted_cross_entropy(logits, y):
     true_mask = tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=probs.dtype)
     p_true = tf.reduce_sum(probs * true_mask, axis=-1)
     p_other_max = tf.reduce_max(probs - 2.0 * true_mask, axis=-1)
-    return -tf.math.log(p_true + _LOG_EPS) - tf.math.log(1.0 - p_other_max + _LOG_EPS)
+    # 1.0001 as in MART's code: caps the gradient when x' is confidently misclassified.
+    return -tf.math.log(p_true + _LOG_EPS) - tf.math.log(1.0001 - p_other_max + _LOG_EPS)
 
 
 def at_outer(logits_nat, logits_adv, y, **_):

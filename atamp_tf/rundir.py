@@ -211,6 +211,11 @@ def restore_weights(meta, model):
     return True
 
 
+def has_state_weights(meta):
+    """Whether the resume state `meta` (load_state_meta's) still holds the model weights."""
+    return meta is not None and os.path.isfile(os.path.join(meta["_dir"], _WEIGHTS))
+
+
 def drop_state_weights(state_dir):
     """After the last epoch: keep the meta (a rerun then knows the run is complete), free the
     disk space of the weights (the network is in checkpoints/last.keras)."""

@@ -165,7 +165,8 @@ def build_model_and_optimizer(config, spec, steps_per_epoch):
         xi=config.amp_xi, amp_steps=config.amp_steps, amp_scope=config.amp_scope,
         amp_warmup_steps=config.amp_warmup_epochs * steps_per_epoch, beta=config.beta,
         mart_lambda=config.mart_lambda, mixup_alpha=config.mixup_alpha, l1=config.l1,
-        weight_decay=config.coupled_weight_decay, eval_attack_steps=0, seed=config.seed)
+        l2=config.l2, weight_decay=config.weight_decay, eval_attack_steps=0,
+        seed=config.seed)
     optimizer = keras.optimizers.SGD(lr_schedule(config, steps_per_epoch),
                                      momentum=config.momentum)
     jit = {"auto": "auto", "true": True, "false": False}[config.jit_compile]
@@ -184,7 +185,6 @@ def run_config_dict(config, spec, steps_per_epoch, num_replicas=1):
         input_shape=list(spec.image_shape), mean=list(spec.mean), std=list(spec.std),
         steps_per_epoch=steps_per_epoch, num_replicas=num_replicas, amp=config.amp_delta > 0,
         amp_warmup_steps=config.amp_warmup_epochs * steps_per_epoch,
-        coupled_weight_decay=config.coupled_weight_decay,
         lr_boundary_epochs=config.lr_boundary_epochs(), lr_values=config.lr_values(),
         versions={"tensorflow": tf.__version__, "keras": keras.__version__})
     out["lr_boundaries"] = list(config.lr_boundaries)
@@ -235,6 +235,9 @@ def setup(config, flags_text):
                       rundir.RunPaths(strategies.worker_dir(config.out_dir, strategy)),
                       initial_epoch=int(meta["epoch"]) if meta else 0)
     resuming = 0 < run.initial_epoch < config.epochs
+    # Killed after the last epoch's state was saved but before its files were all written:
+    # the state still has the weights, so restore them and write the files again.
+    restore = resuming or (run.initial_epoch >= config.epochs and rundir.has_state_weights(meta))
     if resuming:
         print(f"{config.out_dir}: resuming after epoch {run.initial_epoch} of {config.epochs}.")
     spec = data.get_spec(config.dataset)
@@ -247,7 +250,7 @@ def setup(config, flags_text):
                                  "eval_train_examples"))
     with strategy.scope():
         run.model = build_model_and_optimizer(config, spec, run.steps_per_epoch)
-    if resuming and not rundir.restore_weights(meta, run.model):
+    if restore and not rundir.restore_weights(meta, run.model):
         raise ValueError(f"--out_dir: the resume state in {shared.state} has no weights; "
                          "delete that directory to start the run again")
     run.paths.make()
@@ -258,7 +261,7 @@ def setup(config, flags_text):
             eval_info=eval_info(config, len(eval_sets[0][0]), len(eval_sets[1][0])),
             run_label=os.path.basename(os.path.normpath(config.out_dir)))
         run.callbacks = chief_callbacks(run, eval_sets)
-        if resuming:  # a kill may have come between the state and the files derived from it
+        if restore:  # a kill may have come between the state and the files derived from it
             run.recorder.write_outputs(run.model.network, current_epoch=run.initial_epoch)
     return run
 

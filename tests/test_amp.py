@@ -298,3 +298,42 @@ def test_summary_and_callbacks_work():
     model.fit(x, y, batch_size=64, epochs=2, verbose=0, validation_data=(x[:64], y[:64]),
               callbacks=[callback])
     assert len(seen) == 2 and {"loss", "adv_acc", "val_nat_acc", "val_adv_acc"} <= set(seen[-1])
+
+
+def test_regularisers_follow_rice_et_al():
+    """weight_decay on every weight; l2 replaces it on kernels only; l1 on kernels only."""
+    theta = [tf.constant([[1.0, -2.0]]), tf.constant([3.0, -4.0])]  # a kernel, a bias
+
+    def grads(**kw):
+        model = AMPModel(tiny_mlp(), **kw)
+        model.compile(keras.optimizers.SGD(0.1))
+        return [g.numpy() for g in model._regulariser_gradients(theta)]
+
+    wd = grads(weight_decay=0.1)
+    np.testing.assert_allclose(wd[0], [[0.1, -0.2]]), np.testing.assert_allclose(wd[1], [0.3, -0.4])
+    l2 = grads(weight_decay=0.1, l2=0.5)
+    np.testing.assert_allclose(l2[0], [[0.5, -1.0]]), np.testing.assert_allclose(l2[1], [0, 0])
+    l1 = grads(l1=0.01)
+    np.testing.assert_allclose(l1[0], [[0.01, -0.01]]), np.testing.assert_allclose(l1[1], [0, 0])
+
+
+def test_zero_attack_steps_is_natural_training():
+    x, y = tiny_batch()
+    a, b = tiny_mlp(), tiny_mlp()
+    model = AMPModel(a, eps=0.1, step_size=0.03, attack_steps=0, delta=0.0)
+    model.compile(keras.optimizers.SGD(0.5))
+    model.train_on_batch(x, y)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, b(x)))
+    for v, g in zip(b.trainable_variables, tape.gradient(loss, b.trainable_variables)):
+        v.assign_sub(0.5 * g)
+    for va, vb in zip(a.trainable_variables, b.trainable_variables):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_mart_loss_gradient_is_bounded_when_confidently_wrong():
+    from atamp_tf import losses
+    logits = tf.Variable([[0.0] * 9 + [20.0]])
+    with tf.GradientTape() as tape:
+        loss = losses.boosted_cross_entropy(logits, tf.constant([0]))
+    assert float(tf.reduce_max(tf.abs(tape.gradient(loss, logits)))) < 10

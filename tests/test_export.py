@@ -138,6 +138,23 @@ def test_report_of_another_checkpoint_is_refused(model, examples, tmp_path):
     assert not (tmp_path / "zoo/manifest.json").exists()
 
 
+def test_failed_reexport_keeps_the_published_file(model, examples, tmp_path):
+    x, y = examples
+    good = zoo_helpers.make_report(model, x, y)
+    run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, good)
+    _export_run(run_dir, tmp_path, good)
+    published = tmp_path / "zoo/models/digits-linf-tiny.onnx"
+    before = zoo.sha256_file(published)
+    bad = dict(good, accuracy=dict(good["accuracy"]))
+    bad["accuracy"]["natural"] = (round(good["accuracy"]["natural"] * len(y)) - 1) / len(y)
+    with pytest.raises(export.ExportError):
+        _export_run(run_dir, tmp_path, bad)
+    assert zoo.sha256_file(published) == before
+    assert os.listdir(tmp_path / "zoo/models") == ["digits-linf-tiny.onnx"]
+    entry = zoo_manifest.read_manifest(tmp_path / "zoo/manifest.json")["models"][0]
+    assert entry["file"]["sha256"] == before
+
+
 def test_report_for_another_threat_model_is_refused(model, examples, tmp_path):
     x, y = examples
     report = zoo_helpers.make_report(model, x, y, norm="l2", eps=0.5)

@@ -62,7 +62,7 @@ def test_bare_svhn_l2_is_the_papers_run():
     assert (config.epochs, config.batch_size, config.lr, config.momentum) == (200, 128, 0.1, 0.9)
     assert config.lr_boundary_epochs() == [100, 150]
     assert config.lr_values() == pytest.approx([0.1, 0.01, 0.001])
-    assert config.coupled_weight_decay == 5e-4
+    assert config.weight_decay == 5e-4 and config.l1 == config.l2 == 0
     assert config.out_dir == "runs/svhn-l2-preact_resnet18-at-amp0.1-seed0"
 
 
@@ -82,9 +82,9 @@ def test_lr_boundaries_accept_epochs_and_fractions():
     assert config.lr_boundary_epochs() == [] and config.lr_values() == [0.1]
 
 
-def test_l2_baseline_adds_to_weight_decay():
+def test_l2_baseline_flag():
     config, _ = parse("--l2=5e-3")
-    assert config.coupled_weight_decay == pytest.approx(5.5e-3)
+    assert config.l2 == pytest.approx(5e-3) and config.weight_decay == 5e-4
 
 
 def test_smoke_shrinks_but_records_the_flags():

@@ -328,3 +328,13 @@ def test_fused_batchnorm_equals_keras_batchnorm_under_stateless_call():
         np.testing.assert_allclose(g_b, g_a, rtol=1e-3, atol=1e-3 * float(np.abs(g_a).max()))
     # Inference takes Keras' own path: identical outputs.
     np.testing.assert_array_equal(fused(x, training=False), plain(x, training=False))
+
+
+def test_logits_are_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for arch in ("small_cnn", "preact_resnet18"):
+            net = build_model(arch, input_shape=(8, 8, 1), num_classes=10, width=4)
+            assert net(np.zeros((2, 8, 8, 1), "float32")).dtype == "float32", arch
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

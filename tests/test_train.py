@@ -306,3 +306,27 @@ def test_flagfiles_run_with_smoke(flagfile, extra, fake_npz, tmp_path):
     assert summary["complete"] and summary["epochs"] == 2
     assert [r["epoch"] for r in rundir.read_metrics(out / "metrics.csv")] == [1, 2]
     assert "--smoke" in (out / "flags.cfg").read_text()
+
+
+def test_kill_after_the_last_state_save_still_completes_the_run(tmp_path, monkeypatch):
+    """A kill between the final epoch's state save and its files: the rerun writes them."""
+    out = tmp_path / "late_kill"
+    args = (*TINY, "--epochs=2", "--steps_per_epoch=2", "--notensorboard", f"--out_dir={out}")
+    original = callbacks.RunRecorder.write_outputs
+
+    def dies_at_the_end(self, network, *, current_epoch):
+        if current_epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, network, current_epoch=current_epoch)
+
+    monkeypatch.setattr(callbacks.RunRecorder, "write_outputs", dies_at_the_end)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(*args)
+    assert [int(r["epoch"]) for r in _metric_rows(out / "metrics.csv")] == [1]
+    monkeypatch.setattr(callbacks.RunRecorder, "write_outputs", original)
+    run, summary = run_training(*args)
+    assert [int(r["epoch"]) for r in _metric_rows(out / "metrics.csv")] == [1, 2]
+    assert summary["complete"] and summary["last"]["epoch"] == 2
+    last = keras.saving.load_model(out / "checkpoints" / "last.keras")
+    for a, b in zip(last.weights, run.model.network.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

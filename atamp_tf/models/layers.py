@@ -142,5 +142,6 @@ def classifier(x, num_classes, name="logits", zero_bias=False):
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     fan_in = x.shape[-1]
     bias_init = "zeros" if zero_bias else torch_default_init(fan_in)
+    # float32 logits under a mixed-precision policy: losses and attack gradients stay float32.
     return keras.layers.Dense(num_classes, kernel_initializer=torch_default_init(fan_in),
-                              bias_initializer=bias_init, name=name)(x)
+                              bias_initializer=bias_init, dtype="float32", name=name)(x)

@@ -42,5 +42,6 @@ def build(inputs, x, *, num_classes, width=None, depth=None, batchnorm=False,
     x = keras.layers.Flatten(name="flatten")(x)
     x = _dense_or_conv_block(
         x, keras.layers.Dense(4 * width, use_bias=use_bias, name="dense1"), batchnorm, "dense1")
-    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    # float32 logits under a mixed-precision policy: losses and attack gradients stay float32.
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name)
