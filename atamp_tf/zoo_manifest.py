@@ -263,6 +263,7 @@ def write_manifest(path, obj):
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a manifest is for everyone to read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
