@@ -159,3 +159,15 @@ def predict_logits(logits_fn, x, batch_size=500):
         raise ValueError(f"the model must return logits of shape [batch, classes], got "
                          f"{out.shape} for {len(x)} inputs")
     return out
+
+
+def targeted_rounds(clean_logits, fooled, n_target_classes):
+    """The targeted components' loop (APGD-T, FAB-T): one round per target rank, the 2nd,
+    3rd, ... highest clean logit, over the examples not fooled yet. Yields (indices, targets);
+    the caller marks successes in `fooled` in place, so later rounds skip them."""
+    num_classes = clean_logits.shape[1]
+    for rank in range(2, min(n_target_classes, num_classes - 1) + 2):
+        todo = np.flatnonzero(~fooled)
+        if todo.size == 0:
+            return
+        yield todo, np.argsort(clean_logits[todo], axis=1, kind="stable")[:, -rank].astype(np.int32)

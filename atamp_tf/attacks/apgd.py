@@ -203,13 +203,9 @@ def apgd_targeted(logits_fn, x, y, *, eps, norm="linf", n_iter=100, n_target_cla
     if len(x) == 0:
         return x_adv, fooled
     clean_logits = U.predict_logits(logits_fn, x)
-    num_classes = _check_classes(clean_logits, "dlr-targeted")
+    _check_classes(clean_logits, "dlr-targeted")
     fooled = clean_logits.argmax(axis=1) != y  # already misclassified
-    for rank in range(2, min(n_target_classes, num_classes - 1) + 2):
-        todo = np.flatnonzero(~fooled)
-        if todo.size == 0:
-            break
-        target = np.argsort(clean_logits[todo], axis=1, kind="stable")[:, -rank].astype(np.int32)
+    for todo, target in U.targeted_rounds(clean_logits, fooled, n_target_classes):
         adv, ok = apgd(logits_fn, x[todo], y[todo], eps=eps, norm=norm, n_iter=n_iter,
                        loss="dlr-targeted", y_target=target, seed=seed, rho=rho)
         x_adv[todo[ok]] = adv[ok]

@@ -147,13 +147,8 @@ def fab_targeted(logits_fn, x, y, *, eps, norm="linf", n_iter=100, n_target_clas
     if len(x) == 0:
         return x_adv, fooled
     clean_logits = U.predict_logits(logits_fn, x)
-    num_classes = clean_logits.shape[1]
     fooled = clean_logits.argmax(axis=1) != y  # already misclassified
-    for rank in range(2, min(n_target_classes, num_classes - 1) + 2):
-        todo = np.flatnonzero(~fooled)
-        if todo.size == 0:
-            break
-        target = np.argsort(clean_logits[todo], axis=1, kind="stable")[:, -rank].astype(np.int32)
+    for todo, target in U.targeted_rounds(clean_logits, fooled, n_target_classes):
         adv, found, dist = fab_min_norm(
             logits_fn, x[todo], y[todo], target, norm=norm, n_iter=n_iter,
             alpha_max=alpha_max, eta=eta, beta=beta, final_search_steps=final_search_steps)
