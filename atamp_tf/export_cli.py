@@ -8,12 +8,11 @@ and the entry in zoo/manifest.json. Instead of --run_dir, --keras_model=FILE.ker
 training metadata flags (--dataset, --norm, --eps, --arch, --method, --amp_*). Flags live here
 rather than in atamp_tf.export so that importing the library defines no absl flags.
 """
-import fractions
 import os
 
 from absl import app, flags
 
-from atamp_tf import export
+from atamp_tf import checkpoints, export
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Training run directory (atamp_tf.train).")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
@@ -61,10 +60,7 @@ _META_FLAGS = ("dataset", "norm", "eps", "arch", "width", "depth", "method", "am
 def _meta_from_flags():
     """ModelMeta from the explicit metadata flags (--keras_model mode)."""
     config = {k: flags.FLAGS[k].value for k in _META_FLAGS}
-    try:
-        config["eps"] = float(fractions.Fraction(_EPS.value)) if _EPS.value else None
-    except ValueError:
-        raise ValueError(f"--eps: expected a number or fraction, got {_EPS.value!r}.") from None
+    config["eps"] = checkpoints.parse_fraction(_EPS.value, "eps") if _EPS.value else None
     config = {k: v for k, v in config.items() if v is not None}
     lines = []
     if _TRAIN_FLAGFILE.value:
