@@ -1,0 +1,50 @@
+"""Every committed run under docs/ is self-consistent: summary.json agrees with metrics.csv,
+and a committed evaluation report agrees with the zoo entry made from it."""
+import csv
+import glob
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUMMARIES = sorted(glob.glob(os.path.join(ROOT, "docs", "**", "summary.json"), recursive=True))
+
+
+def test_there_are_committed_runs():
+    assert SUMMARIES, "docs/ should hold the small files of the runs behind the zoo entries"
+
+
+@pytest.mark.parametrize("summary_path", SUMMARIES,
+                         ids=[os.path.relpath(p, ROOT) for p in SUMMARIES])
+def test_summary_agrees_with_metrics(summary_path):
+    run = os.path.dirname(summary_path)
+    with open(summary_path) as f:
+        summary = json.load(f)
+    with open(os.path.join(run, "metrics.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert summary["epochs_done"] == len(rows)
+    robust = [float(r["test_robust_acc"]) for r in rows]
+    best = summary["best"]
+    assert best["test_robust_acc"] == pytest.approx(max(robust), abs=1e-6)
+    assert best["epoch"] == 1 + robust.index(max(robust))  # earliest epoch on ties
+    best_row = rows[best["epoch"] - 1]
+    assert best["test_natural_acc"] == pytest.approx(float(best_row["test_natural_acc"]), abs=1e-6)
+    last = summary["last"]
+    assert last["epoch"] == int(rows[-1]["epoch"])
+    for key in ("test_robust_acc", "test_natural_acc", "train_robust_acc", "robust_gap"):
+        assert last[key] == pytest.approx(float(rows[-1][key]), abs=1e-6)
+
+
+def test_zoo_metrics_are_the_committed_reports():
+    """Each zoo entry's metrics are its run's committed evaluation report, to the digit."""
+    with open(os.path.join(ROOT, "zoo", "manifest.json")) as f:
+        manifest = json.load(f)
+    for entry in manifest["models"]:
+        found = glob.glob(os.path.join(ROOT, "docs", "runs", "**", entry["name"], "eval",
+                                       "report.json"), recursive=True)
+        assert len(found) == 1, f"{entry['name']}: commit its run's files under docs/runs/"
+        with open(found[0]) as f:
+            report = json.load(f)
+        assert entry["metrics"]["accuracy"] == report["accuracy"], entry["name"]
