@@ -275,8 +275,11 @@ def _url_for(path, manifest_path, base_url):
 
 
 def make_entry(name, meta, metrics, *, onnx_path, url, card, hwc, num_classes, parity, licence,
-               created, code_version, keras=None):
-    """A manifest entry (schema in zoo/README.md); keras is (url, sha256) or None."""
+               created, code_version, keras=None, notes=""):
+    """A manifest entry (schema in zoo/README.md); keras is (url, sha256) or None.
+
+    notes: free text for the card's Scope section; stored (stripped) only when non-blank.
+    """
     entry = {
         "name": name,
         "dataset": meta.dataset,
@@ -298,6 +301,8 @@ def make_entry(name, meta, metrics, *, onnx_path, url, card, hwc, num_classes, p
     }
     if keras is not None:
         entry["keras_url"], entry["keras_sha256"] = keras
+    if notes and notes.strip():
+        entry["notes"] = notes.strip()
     return entry
 
 
@@ -317,8 +322,12 @@ def add_manifest_entry(manifest_path, entry):
 
 def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, manifest_path,
                   base_url="", include_keras=False, licence="MIT", created=None,
-                  code_version=None, opset=DEFAULT_OPSET, atol=DEFAULT_ATOL, batch_size=256):
+                  code_version=None, opset=DEFAULT_OPSET, atol=DEFAULT_ATOL, batch_size=256,
+                  notes=""):
     """Exports keras_path to <out_dir>/<name>.onnx, writes its card and manifest entry.
+
+    notes: optional free text (e.g. "Reduced-scale model: ..."), recorded as the entry's
+    "notes" and shown as the card's Scope section; omitted from the entry when blank.
 
     x, y: the report's examples (the first report["num_examples"] of its split). Besides the
     parity check, the ONNX model's natural accuracy on them must equal the report's exactly, or
@@ -357,7 +366,7 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
             card=_url_for(card_path, manifest_path, ""), hwc=_input_hwc(model),
             num_classes=model.outputs[0].shape[-1], parity=parity, licence=licence,
             created=created or datetime.date.today().isoformat(),
-            code_version=code_version or git_code_version(), keras=keras)
+            code_version=code_version or git_code_version(), keras=keras, notes=notes)
         zoo_manifest.validate_entry(entry, where=f"new entry for {onnx_path}")
     except BaseException:
         for path in written:

@@ -31,6 +31,9 @@ _INCLUDE_KERAS = flags.DEFINE_bool("include_keras", False, "Also publish the .ke
 _LICENCE = flags.DEFINE_string("licence", "MIT", "Licence of the published weights.")
 _CREATED = flags.DEFINE_string("created", None, "Creation date YYYY-MM-DD (default today).")
 _CODE_VERSION = flags.DEFINE_string("code_version", None, "Default: git HEAD of this checkout.")
+_NOTES = flags.DEFINE_string("notes", "", "Free-text notes on the model's scope (e.g. "
+                             "'Reduced-scale model: ...'), recorded as the entry's notes and "
+                             "shown as the card's Scope section; omitted when empty.")
 _OPSET = flags.DEFINE_integer("opset", export.DEFAULT_OPSET, "ONNX opset.", lower_bound=13)
 _ATOL = flags.DEFINE_float("atol", export.DEFAULT_ATOL, "Largest allowed |logit difference| "
                            "between Keras and onnxruntime.", lower_bound=0.0)
@@ -115,7 +118,7 @@ def main(argv):
         out_dir=_OUT_DIR.value, card_dir=_CARD_DIR.value, manifest_path=_MANIFEST.value,
         base_url=_BASE_URL.value, include_keras=_INCLUDE_KERAS.value, licence=_LICENCE.value,
         created=_CREATED.value, code_version=_CODE_VERSION.value, opset=_OPSET.value,
-        atol=_ATOL.value, batch_size=_BATCH_SIZE.value)
+        atol=_ATOL.value, batch_size=_BATCH_SIZE.value, notes=_NOTES.value)
     print(f"exported {entry['name']}: {entry['file']['url']} ({entry['file']['size']} bytes, "
           f"sha256 {entry['file']['sha256']}); parity max |diff| "
           f"{entry['parity']['max_abs_diff']:.2e} on {entry['parity']['num_examples']} examples; "

@@ -52,6 +52,7 @@ def render_card(entry):
                    "not recorded")
     amp_text = (f"with AMP (delta {amp['delta']}, xi {amp['xi']}, {amp['steps']} ascent "
                 f"step(s), scope {amp['scope']})" if amp["delta"] else "without AMP (delta 0)")
+    scope = f"## Scope\n{entry['notes'].strip()}\n\n" if entry.get("notes") else ""
     keras_line = (f"- Keras model: `{entry['keras_url']}` (sha256 `{entry['keras_sha256']}`)\n"
                   if "keras_url" in entry else "")
     return f"""# {entry['name']}
@@ -59,7 +60,7 @@ def render_card(entry):
 Robust classifier for **{entry['dataset']}** under the **{threat['norm']}** threat model,
 eps = {threat['eps']:.6g} (pixels in [0, 1]).
 
-## Use
+{scope}## Use
 ```python
 from atamp_tf import zoo
 session = zoo.load("{entry['name']}")  # downloads, checks sha256, caches

@@ -20,7 +20,7 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 _ENTRY_REQUIRED = ("name", "dataset", "threat_model", "architecture", "training", "metrics",
                    "file", "input", "output", "licence", "created", "code_version", "card")
-_ENTRY_OPTIONAL = ("keras_url", "keras_sha256", "parity")
+_ENTRY_OPTIONAL = ("keras_url", "keras_sha256", "parity", "notes")
 
 
 class ManifestError(ValueError):
@@ -191,6 +191,11 @@ def _check_provenance(c, entry):
         parity = c.obj(entry, "parity", "parity")
         c.number(parity, "parity.max_abs_diff", "max_abs_diff", low=0)
         c.integer(parity, "parity.num_examples", "num_examples", low=1)
+    if "notes" in entry:
+        notes = entry["notes"]
+        if not isinstance(notes, str) or not notes.strip():
+            c.fail("notes", "a non-empty string (free text shown as the card's Scope section; "
+                   "omit the field when there is nothing to say)", notes)
 
 
 def validate_entry(entry, where="manifest entry"):

@@ -93,7 +93,8 @@ def test_export_to_zoo_from_run_dir_writes_valid_entry_and_card(model, examples,
     report = zoo_helpers.make_report(model, x, y)
     run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
     assert export.read_report(os.path.join(run_dir, "eval", "report.json")) == report
-    entry = _export_run(run_dir, tmp_path, report, include_keras=True)
+    entry = _export_run(run_dir, tmp_path, report, include_keras=True, notes="  ")
+    assert "notes" not in entry  # blank notes: no field, no Scope section
 
     manifest = zoo_manifest.read_manifest(tmp_path / "zoo/manifest.json")  # validates
     assert manifest["models"] == [entry]
@@ -113,7 +114,7 @@ def test_export_to_zoo_from_run_dir_writes_valid_entry_and_card(model, examples,
     assert entry["input"]["shape"] == [None, 8, 8, 1] and entry["output"]["num_classes"] == 10
     assert entry["parity"]["max_abs_diff"] <= 1e-4 and entry["parity"]["num_examples"] == len(x)
     card = (tmp_path / "zoo" / entry["card"]).read_text()
-    assert entry["card"] == "cards/digits-linf-tiny.md"
+    assert entry["card"] == "cards/digits-linf-tiny.md" and "## Scope" not in card
     assert entry["file"]["sha256"] in card and "first 120 of test" in card
     natural = f"{100 * report['accuracy']['natural']:.2f}%"
     assert f"| natural | {natural} |" in card
@@ -186,13 +187,17 @@ def test_cli_exports_run_dir_and_fails_with_nonzero_exit(model, examples, tmp_pa
     common = [f"--run_dir={run_dir}", f"--out_dir={tmp_path}/zoo/models",
               f"--card_dir={tmp_path}/zoo/cards", f"--manifest={tmp_path}/zoo/manifest.json",
               "--code_version=0123abc"]
-    ok = _cli(*common, "--checkpoint=best")
+    notes = "Reduced-scale model: a tiny CNN on 8x8 digits; not comparable to the paper."
+    ok = _cli(*common, "--checkpoint=best", f"--notes={notes}")
     assert ok.returncode == 0, ok.stderr[-3000:]
     manifest = json.loads((tmp_path / "zoo/manifest.json").read_text())
     zoo_manifest.validate_manifest(manifest)
     (entry,) = manifest["models"]
     assert entry["name"] == "digits-linf-tiny-cnn-at-amp" and entry["dataset"] == "digits"
     assert entry["metrics"]["accuracy"] == report["accuracy"]
+    assert entry["notes"] == notes
+    card = (tmp_path / "zoo" / entry["card"]).read_text()
+    assert f"(pixels in [0, 1]).\n\n## Scope\n{notes}\n\n## Use\n" in card
 
     wrong = dict(report, accuracy=dict(report["accuracy"], natural=0.0))
     (tmp_path / "wrong.json").write_text(json.dumps(wrong))

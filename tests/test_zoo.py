@@ -14,7 +14,7 @@ import onnxruntime
 import pytest
 
 import zoo_helpers
-from atamp_tf import export, zoo, zoo_manifest
+from atamp_tf import export, model_card, zoo, zoo_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get("ATAMP_TF_NPZ_ROOT",
@@ -57,6 +57,14 @@ def test_real_zoo_entries_verify_and_reproduce_natural_accuracy(tmp_path):
         assert reproduction.matches, reproduction
     if unchecked:
         pytest.skip("checked every other entry; could not check: " + "; ".join(unchecked))
+
+
+def test_real_zoo_cards_are_the_rendered_entries():
+    """Committed cards are exactly render_card(entry): generated, never edited by hand."""
+    manifest = zoo_manifest.read_manifest(zoo.REPO_MANIFEST)
+    for entry in manifest["models"]:
+        card = (zoo.REPO_MANIFEST.parent / entry["card"]).read_text(encoding="utf-8")
+        assert card == model_card.render_card(entry), entry["name"]
 
 
 # ---------------------------------------------------------------- a zoo built in tmp
@@ -164,6 +172,10 @@ def test_repo_manifest_and_exported_entry_validate(published):
     (("metrics", "accuracy", "natural"), 0.123456, "metrics.accuracy.natural"),
     (("training", "amp", "steps"), 1.5, "training.amp.steps"),
     (("created",), "02/01/2025", "created"),
+    (("notes",), 42, "notes"),
+    (("notes",), ["reduced scale"], "notes"),
+    (("notes",), None, "notes"),
+    (("notes",), "  ", "notes"),
 ])
 def test_validate_manifest_names_entry_and_field(published, path, value, field):
     manifest = json.loads(published["manifest"].read_text())
@@ -174,6 +186,23 @@ def test_validate_manifest_names_entry_and_field(published, path, value, field):
     with pytest.raises(zoo_manifest.ManifestError,
                        match=f"manifest entry 0 \\('{NAME}'\\): field '{field}'"):
         zoo.validate_manifest(manifest)
+
+
+NOTES = ("Reduced-scale model: PreAct ResNet-18 at width 16 trained on the first 1,000 "
+         "CIFAR-10 training images for 50 epochs; not comparable to the paper's full-scale "
+         "numbers.")
+
+
+def test_notes_validate_and_show_as_the_cards_scope_section(published):
+    entry = copy.deepcopy(published["entry"])
+    assert "notes" not in entry  # exported without --notes: no field, no Scope section
+    plain = model_card.render_card(entry)
+    assert "## Scope" not in plain
+    entry["notes"] = NOTES
+    zoo.validate_manifest({"schema_version": 1, "models": [entry]})
+    card = model_card.render_card(entry)
+    title, rest = plain.split("\n\n## Use\n", 1)
+    assert card == f"{title}\n\n## Scope\n{NOTES}\n\n## Use\n{rest}"
 
 
 def test_validate_manifest_structure(published):
