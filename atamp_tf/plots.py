@@ -3,6 +3,7 @@
 - `plot_run`: train robust, test robust and robust gap per epoch (paper Fig. 1 and 3), with
   test natural accuracy for reference.
 - `plot_compare`: one metric (default test robust accuracy) of several runs (Fig. 6 and 7).
+- `plot_panels`: several metrics side by side, each comparing runs (Fig. 3 against Fig. 6).
 Accuracies are stored as fractions and drawn in percent, as in the paper.
 """
 import os
@@ -71,6 +72,23 @@ def plot_compare(runs, path, *, metric="test_robust_acc", title=""):
     ax.set_title(title or LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
+    _save(fig, path)
+
+
+def plot_panels(runs, path, *, metrics, title=""):
+    """One panel per metric side by side, each overlaying the runs (`runs`: (label, rows))."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for label, rows in runs:
+            xs, ys = _series(rows, metric)
+            ax.plot(xs, ys, label=label, marker="o" if len(xs) < 12 else None, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(LABELS.get(metric, metric) + (" (%)" if metric in _PERCENT else ""))
+        ax.set_title(LABELS.get(metric, metric), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="best", fontsize=8)
+    if title:
+        fig.suptitle(title)
     _save(fig, path)
 
 

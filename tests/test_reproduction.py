@@ -1,0 +1,100 @@
+"""The reproduction report (python -m atamp_tf.reproduction): Table 1's layout from run files,
+and docs/reproduction.md quoting exactly what the committed runs say."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atamp_tf import reproduction, rundir
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_CSV = ROOT.parent / "shared" / "paper" / "results.csv"
+REPRO_RUNS = sorted(p for p in (ROOT / "docs" / "runs" / "repro").glob("*")
+                    if (p / "summary.json").is_file())
+
+
+def _fake_run(tmp_path, name, *, norm, delta, robust, natural, train_robust):
+    """A run directory with the files train writes, from per-epoch test/train accuracies."""
+    run = tmp_path / name
+    run.mkdir()
+    rows = [{"epoch": i + 1, "lr": 0.1, "train_loss": 1.0, "train_adv_acc": 0.5,
+             "train_natural_acc": 0.9, "train_robust_acc": t, "test_natural_acc": n,
+             "test_robust_acc": r, "robust_gap": t - r, "seconds": 1.0}
+            for i, (r, n, t) in enumerate(zip(robust, natural, train_robust))]
+    rundir.atomic_write_text(str(run / "metrics.csv"), rundir.metrics_csv_text(rows))
+    rundir.atomic_write_json(str(run / "summary.json"),
+                             rundir.summarize(rows, epochs=len(rows), eval_info={}))
+    rundir.atomic_write_json(str(run / "run_config.json"),
+                             {"method": "at", "amp_delta": delta, "dataset": "cifar10",
+                              "norm": norm, "eps_text": "8/255" if norm == "linf" else "128/255"})
+    return str(run)
+
+
+def _paper_csv(tmp_path):
+    path = tmp_path / "results.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["table", "dataset", "norm", "arch", "method", "metric", "best",
+                         "best_std", "last", "last_std"])
+        writer.writerow([1, "cifar10", "linf", "preact_resnet18", "pgd_at", "robust", 51.77, 0.19,
+                         44.36, 0.34])
+        writer.writerow([1, "cifar10", "linf", "preact_resnet18", "pgd_at", "natural", 81.68,
+                         0.19, 81.57, 0.21])
+        writer.writerow([2, "cifar10", "linf", "wrn34_10", "pgd_at", "robust", 1, 0, 1, 0])
+    return str(path)
+
+
+def test_table_has_best_last_drop_and_gap_from_the_files(tmp_path):
+    at = _fake_run(tmp_path, "at", norm="linf", delta=0.0, robust=[0.20, 0.30, 0.25],
+                   natural=[0.40, 0.50, 0.55], train_robust=[0.2, 0.4, 0.45])
+    amp = _fake_run(tmp_path, "amp", norm="linf", delta=0.1, robust=[0.22, 0.28, 0.29],
+                    natural=[0.40, 0.45, 0.47], train_robust=[0.2, 0.3, 0.31])
+    runs = [reproduction.Run(amp), reproduction.Run(at)]  # sorted into AT first
+    table = reproduction.table1_markdown(runs, reproduction.read_paper(_paper_csv(tmp_path)))
+    lines = table.splitlines()
+    assert len(lines) == 4
+    # AT: best 30.0 at epoch 2 (natural 50.0), last 25.0 (natural 55.0), drop 5.0, gap 20.0;
+    # paper: Table 1's PreAct row (not Table 2's WRN), its drop 51.77 - 44.36 = 7.41.
+    assert lines[2].startswith("| cifar10 | L-inf 8/255 | PGD-AT | 30.0 | 25.0 | 5.0 | 50.0 | "
+                               "55.0 | 20.0 | 51.77 | 44.36 | 7.41 | 81.68 | 81.57 |")
+    assert "(best epoch 2 of 3)" in lines[2]
+    # AT-AMP: best is the last epoch, no paper row given -> dashes.
+    assert lines[3].startswith("| cifar10 | L-inf 8/255 | PGD-AT-AMP | 29.0 | 29.0 | 0.0 | 47.0 "
+                               "| 47.0 | 2.0 | - | - | - | - | - |")
+
+
+def test_cli_writes_tables_and_curves_and_refuses_bad_runs(tmp_path):
+    at = _fake_run(tmp_path, "at", norm="l2", delta=0.0, robust=[0.2, 0.3], natural=[0.4, 0.5],
+                   train_robust=[0.3, 0.5])
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "atamp_tf.reproduction", f"--runs={at}",
+           f"--paper_csv={_paper_csv(tmp_path)}", f"--output_dir={out}"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (out / "curves_cifar10_l2.png").stat().st_size > 1000
+    text = (out / "tables.md").read_text()
+    assert "| cifar10 | L2 128/255 | PGD-AT | 30.0 | 30.0 | 0.0 |" in text
+    assert "no run has an eval/report.json yet" in text
+    bad = subprocess.run(cmd[:3] + [f"--runs={tmp_path / 'missing'}", f"--output_dir={out}"],
+                         cwd=ROOT, capture_output=True, text=True, check=False)
+    assert bad.returncode != 0
+    assert "--runs" in bad.stderr and "summary.json" in bad.stderr
+
+
+@pytest.mark.skipif(not REPRO_RUNS, reason="no reproduction runs committed under docs/runs/repro")
+@pytest.mark.skipif(not PAPER_CSV.is_file(), reason=f"the paper's table {PAPER_CSV} is absent")
+def test_docs_reproduction_quotes_the_committed_runs():
+    """docs/reproduction.md holds the tables exactly as the command makes them from docs/runs."""
+    runs = [reproduction.Run(str(p)) for p in REPRO_RUNS]
+    paper = reproduction.read_paper(str(PAPER_CSV))
+    doc = (ROOT / "docs" / "reproduction.md").read_text()
+    assert reproduction.table1_markdown(runs, paper) in doc
+    assert reproduction.evaluation_markdown(runs) in doc
+    for run in runs:  # every committed reproduction run was evaluated, and passed the checks
+        assert run.report is not None, f"{run.dir} has no eval/report.json"
+        assert run.report["checks_passed"], f"{run.dir}: evaluation sanity checks failed"
+        assert run.report["num_examples"] >= 1000
+        assert os.path.isfile(os.path.join(run.dir, "flags.cfg"))
