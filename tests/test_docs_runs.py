@@ -42,8 +42,14 @@ def test_zoo_metrics_are_the_committed_reports():
     with open(os.path.join(ROOT, "zoo", "manifest.json")) as f:
         manifest = json.load(f)
     for entry in manifest["models"]:
-        found = glob.glob(os.path.join(ROOT, "docs", "runs", "**", entry["name"], "eval",
-                                       "report.json"), recursive=True)
+        # The run's files sit under docs/runs/**/<run name>/: the entry's name, or the name of
+        # the run directory it was trained in (its recorded --out_dir).
+        out_dirs = [f.split("=", 1)[1] for f in entry["training"]["flags"]
+                    if f.startswith("--out_dir=")]
+        names = {entry["name"]} | {os.path.basename(os.path.normpath(d)) for d in out_dirs}
+        found = sorted({path for name in names for path in glob.glob(
+            os.path.join(ROOT, "docs", "runs", "**", name, "eval", "report.json"),
+            recursive=True)})
         assert len(found) == 1, f"{entry['name']}: commit its run's files under docs/runs/"
         with open(found[0]) as f:
             report = json.load(f)
