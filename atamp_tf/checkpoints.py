@@ -1,22 +1,20 @@
 """Finding and loading trained networks: run directories, `.keras` files; flag-value parsing
 shared by the command-line programs. Flag-free, so every CLI can import it."""
 import json
-import math
 import os
+
+from atamp_tf import config
 
 
 def parse_fraction(text, flag):
-    """A non-negative finite number from '0.03' or '8/255'; ValueError naming the flag."""
-    value = None
+    """A non-negative finite number from '0.03' or '8/255' (config.parse_number, the one
+    parser of numbers and fractions); ValueError naming the flag."""
     try:
-        if isinstance(text, str) and "/" in text:
-            num, den = text.split("/")
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError, TypeError):
-        pass
-    if value is None or not math.isfinite(value) or value < 0:
+        value = config.parse_number(text.replace(" ", "") if isinstance(text, str) else text,
+                                    flag)
+    except ValueError:
+        value = None
+    if value is None or value < 0:
         raise ValueError(f"--{flag} must be a non-negative number or a fraction such as 8/255, "
                          f"got {text!r}")
     return value
