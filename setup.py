@@ -4,6 +4,7 @@ from setuptools import find_packages, setup
 setup(
     name="atamp_tf",
     version="0.1.0",
+    license="MIT",
     description="Adversarial training with adversarial model perturbation (AT-AMP) for "
                 "TensorFlow 2 / Keras 3, with an ONNX model zoo of robust networks.",
     packages=find_packages(include=["atamp_tf", "atamp_tf.*"]),
