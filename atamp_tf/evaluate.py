@@ -166,7 +166,8 @@ def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_s
     result = aa.autoattack(
         target.model if on_keras else None, x, y, norm=norm, eps=eps, num_classes=num_classes,
         seed=seed, version=settings.autoattack_version, batch_size=batch_size,
-        components=("square",) if name == "square" else None,
+        components=("square",) if name == "square" else
+        (tuple(settings.autoattack_components) or None),
         n_iter=settings.autoattack_iters, n_queries=settings.square_queries,
         predict_fn=None if on_keras else target.model, verbose=verbose)
     extra = {"reported_accuracy": float(result.accuracy),

@@ -52,6 +52,10 @@ _SPSA_LR = flags.DEFINE_float("spsa_learning_rate", suite.SuiteSettings.spsa_lea
 _SPSA_MAX_BATCH = flags.DEFINE_integer("spsa_max_batch", suite.SuiteSettings.spsa_max_batch,
                                        "Most images per model call inside SPSA.")
 _AA_VERSION = flags.DEFINE_string("autoattack_version", "standard", "AutoAttack version.")
+_AA_COMPONENTS = flags.DEFINE_list(
+    "autoattack_components", [], "AutoAttack components to run, in order, from apgd-ce, "
+    "apgd-t, fab-t, square (default: all four, the standard version). A subset is a weaker "
+    "attack than AutoAttack; the report records which components ran.")
 _AA_ITERS = flags.DEFINE_integer("autoattack_iters", 100, "APGD / FAB iterations.")
 _SQUARE_QUERIES = flags.DEFINE_integer("square_queries", 5000, "Square attack queries.")
 
@@ -65,6 +69,7 @@ def settings_from_flags():
         spsa_steps=_SPSA_STEPS.value, spsa_samples=_SPSA_SAMPLES.value,
         spsa_delta=_SPSA_DELTA.value, spsa_learning_rate=_SPSA_LR.value,
         spsa_max_batch=_SPSA_MAX_BATCH.value, autoattack_version=_AA_VERSION.value,
+        autoattack_components=tuple(_AA_COMPONENTS.value),
         autoattack_iters=_AA_ITERS.value, square_queries=_SQUARE_QUERIES.value)
 
 

@@ -216,3 +216,21 @@ def test_bad_model_paths(saved, tmp_path):
         evaluate.resolve_model(str(tmp_path / "missing.keras"))
     with pytest.raises(ValueError, match="--keras_model"):
         evaluate.resolve_model(saved["keras"], keras_model=saved["keras"])
+
+
+def test_autoattack_components_subset_runs_only_those_and_says_so(saved):
+    """--autoattack_components: a subset runs in order and the report names what ran."""
+    x, y = _first(40)
+    settings = suite.SuiteSettings(autoattack_components=("apgd-ce",), autoattack_iters=5)
+    report = evaluate.evaluate_model(x, y, norm="linf", eps=0.1, attacks="autoattack",
+                                     keras_model=saved["model"], settings=settings,
+                                     verbose=False)
+    attack = report["attacks"]["autoattack"]
+    assert attack["autoattack_settings"]["components"] == ["apgd-ce"]
+    assert attack["settings"]["components"] == ["apgd-ce"]
+    assert set(attack["accuracy_after"]) == {"clean", "apgd-ce"}
+    assert report["accuracy"]["autoattack"] <= report["accuracy"]["natural"]
+    with pytest.raises(ValueError, match="components"):
+        evaluate.evaluate_model(x, y, norm="linf", eps=0.1, attacks="autoattack",
+                                keras_model=saved["model"], verbose=False,
+                                settings=suite.SuiteSettings(autoattack_components=("fab",)))

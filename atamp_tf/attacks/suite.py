@@ -70,6 +70,7 @@ class SuiteSettings:
     spsa_max_batch: int | None = 4096
     spsa_early_stop: bool = True
     autoattack_version: str = "standard"
+    autoattack_components: tuple = ()  # empty: all four, the standard version
     autoattack_iters: int = 100
     square_queries: int = 5000
 
@@ -119,7 +120,9 @@ def attack_settings(name, *, norm, eps, settings=SuiteSettings()):
                 "implementation": "atamp_tf.attacks.spsa (batched CleverHans spsa, issue 1087 "
                                   "fixed)"}
     if name == "autoattack":
-        return {**common, "version": settings.autoattack_version,
+        components = (list(settings.autoattack_components) if settings.autoattack_components
+                      else ["apgd-ce", "apgd-t", "fab-t", "square"])
+        return {**common, "version": settings.autoattack_version, "components": components,
                 "n_iter": settings.autoattack_iters, "n_queries": settings.square_queries,
                 "implementation": "atamp_tf.attacks.autoattack"}
     if name == "square":
