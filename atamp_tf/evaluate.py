@@ -21,6 +21,7 @@ import time
 import numpy as np
 from absl import logging
 
+from atamp_tf import rundir
 from atamp_tf.attacks import sanity, suite
 from atamp_tf.checkpoints import load_keras_model, parse_fraction  # noqa: F401 (public here too)
 from atamp_tf.checkpoints import checkpoint_path, run_dir_of
@@ -446,7 +447,7 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
         "versions": _versions(),
     }
     if output_dir is None:
-        output_dir = (os.path.join(source.path, "eval") if source.kind == "run_dir"
+        output_dir = (rundir.RunPaths(source.path).eval if source.kind == "run_dir"
                       else os.path.splitext(source.path)[0] + "_eval")
     paths = write_report(report, output_dir)
     logging.info("wrote %s", ", ".join(paths.values()))

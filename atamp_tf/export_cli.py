@@ -12,7 +12,7 @@ import os
 
 from absl import app, flags
 
-from atamp_tf import checkpoints, export
+from atamp_tf import checkpoints, export, rundir
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Training run directory (atamp_tf.train).")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
@@ -89,9 +89,11 @@ def _model_source():
 
 def _default_report():
     """<run_dir>/eval/report.json (evaluate's default output), else <run_dir>/report.json."""
-    for parts in (("eval", "report.json"), ("report.json",)):
-        path = os.path.join(_RUN_DIR.value or "", *parts)
-        if _RUN_DIR.value and os.path.isfile(path):
+    if not _RUN_DIR.value:
+        return None
+    for path in (rundir.RunPaths(_RUN_DIR.value).eval_report,
+                 os.path.join(_RUN_DIR.value, "report.json")):
+        if os.path.isfile(path):
             return path
     return None
 

@@ -58,19 +58,24 @@ def plot_run(rows, path, *, title=""):
     _save(fig, path)
 
 
+def _draw_metric(ax, runs, metric):
+    """`metric` per epoch of each (label, rows) run on one axis, labelled and gridded."""
+    for label, rows in runs:
+        xs, ys = _series(rows, metric)
+        ax.plot(xs, ys, label=label, marker="o" if len(xs) < 12 else None, markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(LABELS.get(metric, metric) + (" (%)" if metric in _PERCENT else ""))
+    ax.grid(alpha=0.3)
+
+
 def plot_compare(runs, path, *, metric="test_robust_acc", title=""):
     """`metric` per epoch for several runs: `runs` is a list of (label, rows)."""
     if metric not in rundir.METRICS_COLUMNS or metric == "epoch":
         raise ValueError(f"--metric: expected a metrics.csv column, one of "
                          f"{', '.join(rundir.METRICS_COLUMNS[1:])}; got {metric!r}")
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for label, rows in runs:
-        xs, ys = _series(rows, metric)
-        ax.plot(xs, ys, label=label, marker="o" if len(xs) < 12 else None, markersize=3)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(LABELS.get(metric, metric) + (" (%)" if metric in _PERCENT else ""))
+    _draw_metric(ax, runs, metric)
     ax.set_title(title or LABELS.get(metric, metric))
-    ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     _save(fig, path)
 
@@ -79,13 +84,8 @@ def plot_panels(runs, path, *, metrics, title=""):
     """One panel per metric side by side, each overlaying the runs (`runs`: (label, rows))."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        for label, rows in runs:
-            xs, ys = _series(rows, metric)
-            ax.plot(xs, ys, label=label, marker="o" if len(xs) < 12 else None, markersize=3)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(LABELS.get(metric, metric) + (" (%)" if metric in _PERCENT else ""))
+        _draw_metric(ax, runs, metric)
         ax.set_title(LABELS.get(metric, metric), fontsize=10)
-        ax.grid(alpha=0.3)
     axes[0][0].legend(loc="best", fontsize=8)
     if title:
         fig.suptitle(title)

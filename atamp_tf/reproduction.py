@@ -36,8 +36,8 @@ class Run:
         self.summary = rundir.read_json(paths.summary)
         self.config = rundir.read_json(paths.run_config)
         self.rows = rundir.read_metrics(paths.metrics)
-        report = os.path.join(run_dir, "eval", "report.json")
-        self.report = rundir.read_json(report) if os.path.isfile(report) else None
+        self.report = (rundir.read_json(paths.eval_report) if os.path.isfile(paths.eval_report)
+                       else None)
         if self.config.get("method") != "at":
             raise ValueError(f"--runs: {run_dir} trained with method {self.config.get('method')!r}"
                              "; the Table 1 report covers PGD-AT and PGD-AT-AMP only")

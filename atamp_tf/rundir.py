@@ -46,6 +46,8 @@ class RunPaths:
         self.tensorboard = os.path.join(out_dir, "tensorboard")
         self.plots = os.path.join(out_dir, "plots")
         self.accuracy_plot = os.path.join(self.plots, "accuracy.png")
+        self.eval = os.path.join(out_dir, "eval")  # python -m atamp_tf.evaluate's default output
+        self.eval_report = os.path.join(self.eval, "report.json")
 
     def make(self):
         for path in (self.root, self.checkpoints, self.state, self.plots):

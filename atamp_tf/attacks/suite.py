@@ -120,8 +120,8 @@ def attack_settings(name, *, norm, eps, settings=SuiteSettings()):
                 "implementation": "atamp_tf.attacks.spsa (batched CleverHans spsa, issue 1087 "
                                   "fixed)"}
     if name == "autoattack":
-        components = (list(settings.autoattack_components) if settings.autoattack_components
-                      else ["apgd-ce", "apgd-t", "fab-t", "square"])
+        from atamp_tf.attacks import autoattack  # pylint: disable=import-outside-toplevel
+        components = list(settings.autoattack_components or autoattack.COMPONENTS)
         return {**common, "version": settings.autoattack_version, "components": components,
                 "n_iter": settings.autoattack_iters, "n_queries": settings.square_queries,
                 "implementation": "atamp_tf.attacks.autoattack"}
