@@ -7,8 +7,10 @@ pass is `network.stateless_call` on plain tensors, so theta + Delta is never ass
 variable and nothing has to be restored.
 
 Decisions (WORKSPACE.md, "Decisions"): the attack runs with BatchNorm in training mode (batch
-statistics) without touching the moving statistics; those are updated once per step, from
-the final (descent) pass. Under tf.distribute the ascent gradient b is summed over replicas
+statistics) without touching the moving statistics; those are updated once per step, from a
+training-mode pass at theta on x' (the weights that evaluation and export use): AMP's first
+ascent pass, or the descent pass when Delta is 0. The logged `loss` and `adv_acc` are those
+of the descent pass, so under AMP they are measured at theta + Delta. Under tf.distribute the ascent gradient b is summed over replicas
 before any norm is taken, so Delta is the one a single device computes on the global batch.
 """
 import keras
@@ -179,29 +181,33 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         return x, lambda fn: lam * fn(y) + (1.0 - lam) * fn(y_b)
 
     def _ascent_gradient(self, weights, state, x, x_adv, label_mix):
-        """b: the outer loss's gradient at `weights`, summed over replicas (global-batch mean)."""
+        """b: the outer loss's gradient at `weights`, summed over replicas (global-batch mean),
+        and the non-trainable state that pass updated."""
         with tf.GradientTape() as tape:
             tape.watch(weights)
-            loss = self._outer(weights, state, x, x_adv, label_mix)[0]
+            loss, _, _, new_state = self._outer(weights, state, x, x_adv, label_mix)
             loss = scale_loss_for_distribution(loss)
         grads = tape.gradient(loss, weights)
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        return grads
+        return grads, new_state
 
     def _perturbation(self, theta, state, x, y, x_adv, label_mix, seed):
-        """Algorithm 1, steps 1-2: Delta after N ascent steps, and the last x'."""
+        """Algorithm 1, steps 1-2: Delta after N ascent steps, the last x', and the state of
+        the first ascent pass (training mode at theta on x': the step's BatchNorm update)."""
         deltas = [tf.zeros_like(t) for t in theta]
+        theta_state = None
         for n in range(self.amp_steps):
             weights = [t + d for t, d in zip(theta, deltas)]
             if n > 0:
                 x_adv = self._attack(weights, state, x, y, label_mix,
                                      tf.random.experimental.stateless_fold_in(seed, n))
-            grads = self._ascent_gradient(weights, state, x, x_adv, label_mix)
+            grads, pass_state = self._ascent_gradient(weights, state, x, x_adv, label_mix)
+            theta_state = pass_state if theta_state is None else theta_state
             deltas = weight_perturbation.ascend(deltas, grads, theta, radius=self.delta,
                                                 xi=self.xi, scope=self.amp_scope)
-        return deltas, x_adv
+        return deltas, x_adv, theta_state
 
     def _regulariser_gradients(self, theta):
         """Coupled weight decay, and the L1 / L2 baselines as in Rice et al. 2020, as gradients.
@@ -236,21 +242,26 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         x, label_mix = self._mixup(x, y, tf.random.experimental.stateless_fold_in(seed, 101))
         x_adv = self._attack(theta, state, x, y, label_mix, seed)
 
+        # theta_state: BatchNorm statistics from a training pass at theta on x' (None: the
+        # descent pass below is at theta and its own state is the one to keep).
+        theta_state, use_theta_state = None, None
         if self.uses_amp:
             def amp_deltas():
                 return self._perturbation(theta, state, x, y, x_adv, label_mix, seed)
 
             if self.amp_warmup_steps <= 0:
-                deltas, x_adv = amp_deltas()
+                deltas, x_adv, theta_state = amp_deltas()
             elif replica_count() == 1:
-                active = self.optimizer.iterations >= self.amp_warmup_steps
-                deltas, x_adv = tf.cond(active, amp_deltas,
-                                        lambda: ([tf.zeros_like(t) for t in theta], x_adv))
+                use_theta_state = self.optimizer.iterations >= self.amp_warmup_steps
+                deltas, x_adv, theta_state = tf.cond(
+                    use_theta_state, amp_deltas,
+                    lambda: ([tf.zeros_like(t) for t in theta], x_adv, list(state)))
             else:
                 # Cross-replica all-reduce cannot run inside tf.cond under MirroredStrategy:
-                # compute Delta on every step and mask it during the warm-up instead.
+                # compute Delta on every step and mask it during the warm-up instead (the
+                # ascent pass is at theta on the step's x' either way, so its state is kept).
                 active = self.optimizer.iterations >= self.amp_warmup_steps
-                amp_delta_list, amp_x_adv = amp_deltas()
+                amp_delta_list, amp_x_adv, theta_state = amp_deltas()
                 mask = tf.cast(active, theta[0].dtype)
                 deltas = [mask * d for d in amp_delta_list]
                 x_adv = tf.where(active, amp_x_adv, x_adv)
@@ -268,6 +279,10 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         if extra is not None:
             grads = [g + e for g, e in zip(grads, extra)]
         self.optimizer.apply_gradients(zip(grads, variables))
+        if theta_state is not None and use_theta_state is not None:
+            new_state = [tf.where(use_theta_state, a, b) for a, b in zip(theta_state, new_state)]
+        elif theta_state is not None:
+            new_state = theta_state
         for variable, value in zip(self.network.non_trainable_variables, new_state):
             variable.assign(value)
 

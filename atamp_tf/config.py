@@ -18,6 +18,7 @@ METHODS = ("at", "trades", "mart", "rst", "pretrain")
 ARCHITECTURES = ("preact_resnet18", "wide_resnet", "small_cnn")
 AMP_SCOPES = ("tensor", "global", "awp")
 ATTACK_BN_MODES = ("train", "eval")
+CROP_PAD_MODES = ("reflect", "zero")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 JIT_MODES = ("auto", "true", "false")
 
@@ -69,6 +70,7 @@ class TrainConfig:
     crop: bool = True
     flip: bool = True
     crop_padding: int = 4
+    crop_pad_mode: str = "reflect"
     cutout: int = 0
     extra_npz: str | None = None
     extra_fraction: float = 0.0
@@ -215,6 +217,9 @@ def validate(config):
     _check(config.attack_bn in ATTACK_BN_MODES,
            f"--attack_bn: expected one of {', '.join(ATTACK_BN_MODES)}, "
            f"got {config.attack_bn!r}")
+    _check(config.crop_pad_mode in CROP_PAD_MODES,
+           f"--crop_pad_mode: expected one of {', '.join(CROP_PAD_MODES)}, "
+           f"got {config.crop_pad_mode!r}")
     _check(config.strategy in STRATEGIES,
            f"--strategy: expected one of {', '.join(STRATEGIES)}, got {config.strategy!r}")
     _check(config.jit_compile in JIT_MODES,

@@ -30,7 +30,10 @@ import numpy as np
 import tensorflow as tf
 
 SPLITS = ("train", "test")
-CROP_PADDING = 4  # pixels of zero padding before the random crop back to the image size
+CROP_PADDING = 4  # pixels of padding before the random crop back to the image size
+# How the crop pads: "reflect" as robust_overfitting (Rice et al. 2020, whose setup the paper's
+# Table 1 follows); "zero" as torchvision's RandomCrop(padding=4) in TRADES, MART and AWP.
+CROP_PAD_MODES = ("reflect", "zero")
 DIGITS_TEST_SIZE = 0.2
 DIGITS_SPLIT_SEED = 0
 _TFDS_SHUFFLE_BUFFER_MAX = 100_000  # whole-split shuffle for every dataset used here
@@ -224,12 +227,14 @@ def to_unit(x, scale):
     return tf.cast(x, tf.float32) / tf.constant(scale, tf.float32)
 
 
-def random_crop(x, seed, padding=CROP_PADDING):
-    """Zero-pads each image of a batch by `padding` and crops it back at a random offset."""
+def random_crop(x, seed, padding=CROP_PADDING, pad_mode="reflect"):
+    """Pads each image of a batch by `padding` (`pad_mode`: reflect or zero) and crops it
+    back at a random offset."""
     height, width = x.shape[1], x.shape[2]
     offsets = tf.random.stateless_uniform([tf.shape(x)[0], 2], seed, minval=0,
                                           maxval=2 * padding + 1, dtype=tf.int32)
-    padded = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    mode = {"reflect": "REFLECT", "zero": "CONSTANT"}[pad_mode]
+    padded = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]], mode=mode)
     rows = offsets[:, :1] + tf.range(height)[None, :]
     cols = offsets[:, 1:] + tf.range(width)[None, :]
     x = tf.gather(padded, rows, axis=1, batch_dims=1)
@@ -243,12 +248,14 @@ def random_flip(x, seed):
 
 
 def cutout(x, seed, size):
-    """Sets a size x size square (clipped at the border) to 0, centre uniform (DeVries)."""
+    """Sets a size x size square to 0, wholly inside the image at a uniform position, as the
+    Cutout of robust_overfitting (Rice et al. 2020) whose Table 4/5 baseline the paper uses."""
     height, width = x.shape[1], x.shape[2]
-    centres = tf.random.stateless_uniform([tf.shape(x)[0], 2], seed)
-    centres = tf.cast(tf.floor(centres * tf.constant([height, width], tf.float32)), tf.int32)
-    top = centres[:, :1] - size // 2
-    left = centres[:, 1:] - size // 2
+    corners = tf.random.stateless_uniform([tf.shape(x)[0], 2], seed)
+    room = tf.constant([max(height - size, 0) + 1, max(width - size, 0) + 1], tf.float32)
+    corners = tf.cast(tf.floor(corners * room), tf.int32)
+    top = corners[:, :1]
+    left = corners[:, 1:]
     rows = tf.range(height)[None, :]
     cols = tf.range(width)[None, :]
     in_rows = (rows >= top) & (rows < top + size)
@@ -257,12 +264,13 @@ def cutout(x, seed, size):
     return tf.where(patch, tf.zeros_like(x), x)
 
 
-def augment(x, seed, *, crop=True, flip=True, cutout_size=0, padding=CROP_PADDING):
+def augment(x, seed, *, crop=True, flip=True, cutout_size=0, padding=CROP_PADDING,
+            pad_mode="reflect"):
     """The training augmentation of a float batch, keyed by a stateless seed (shape [2])."""
     crop_seed, flip_seed, cutout_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 3))
     if crop:
-        x = random_crop(x, crop_seed, padding)
+        x = random_crop(x, crop_seed, padding, pad_mode)
     if flip:
         x = random_flip(x, flip_seed)
     if cutout_size:
@@ -272,8 +280,8 @@ def augment(x, seed, *, crop=True, flip=True, cutout_size=0, padding=CROP_PADDIN
 
 # ---------------------------------------------------------------------------- pipeline
 
-def _check_args(batch_size, seed, cutout_size, crop_padding, extra_npz, extra_fraction,
-                training):
+def _check_args(batch_size, seed, cutout_size, crop_padding, crop_pad_mode, extra_npz,
+                extra_fraction, training):
     if not _is_int(batch_size, 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if not _is_int(seed, 0):
@@ -283,6 +291,8 @@ def _check_args(batch_size, seed, cutout_size, crop_padding, extra_npz, extra_fr
                          f"got {cutout_size!r}.")
     if not _is_int(crop_padding, 0):
         raise ValueError(f"crop_padding must be a non-negative integer, got {crop_padding!r}.")
+    if crop_pad_mode not in CROP_PAD_MODES:
+        raise ValueError(f"crop_pad_mode must be one of {CROP_PAD_MODES}, got {crop_pad_mode!r}.")
     if not 0.0 <= extra_fraction < 1.0:
         raise ValueError(f"extra_fraction must be in [0, 1), got {extra_fraction!r}.")
     if (extra_npz is None) != (extra_fraction == 0.0):
@@ -306,7 +316,8 @@ def _extra_batches(extra_npz, spec, batch_size, seed):
 
 def make_dataset(name, split, *, batch_size, training=False, data_dir=None, npz_dir=None,
                  seed=0, crop=True, flip=True, cutout=0, num_examples=None, extra_npz=None,
-                 extra_fraction=0.0, drop_remainder=None, crop_padding=CROP_PADDING):
+                 extra_fraction=0.0, drop_remainder=None, crop_padding=CROP_PADDING,
+                 crop_pad_mode="reflect"):
     """Batches of (x float32 [0, 1] NHWC, y int32) of one split of dataset `name`.
 
     training=True: one pass per iteration over the split (first `num_examples`), reshuffled
@@ -315,7 +326,8 @@ def make_dataset(name, split, *, batch_size, training=False, data_dir=None, npz_
     the first `num_examples` in the split's order, unaugmented, drop_remainder False.
     """
     spec = get_spec(name)
-    _check_args(batch_size, seed, cutout, crop_padding, extra_npz, extra_fraction, training)
+    _check_args(batch_size, seed, cutout, crop_padding, crop_pad_mode, extra_npz,
+                extra_fraction, training)
     if drop_remainder is None:
         drop_remainder = training
     source = _source(spec, split, data_dir, npz_dir, num_examples)
@@ -351,7 +363,7 @@ def make_dataset(name, split, *, batch_size, training=False, data_dir=None, npz_
         x, y = batch
         seed_pair = tf.stack([tf.constant(augment_seed, tf.int64), key])
         return augment(x, seed_pair, crop=crop, flip=flip, cutout_size=int(cutout),
-                       padding=crop_padding), y
+                       padding=crop_padding, pad_mode=crop_pad_mode), y
 
     ds = tf.data.Dataset.zip(ds, stream).map(
         augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

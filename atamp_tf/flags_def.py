@@ -52,12 +52,15 @@ def define_flags(fv=FLAGS):
     _def(flags.DEFINE_integer, "train_examples", _D.train_examples,
          "Train on the first N examples of the training split (0: all of it).", lower_bound=0)
     _def(flags.DEFINE_bool, "crop", _D.crop,
-         "Random crop after zero padding (paper: 4 pixels).")
+         "Random crop after padding (paper: 4 pixels; see --crop_pad_mode).")
     _def(flags.DEFINE_bool, "flip", _D.flip,
          "Random horizontal flip (paper: on; off for digits).")
     _def(flags.DEFINE_integer, "crop_padding", _D.crop_padding,
-         "Zero padding in pixels before the random crop (paper: 4; 1 suits 8x8 digits).",
+         "Padding in pixels before the random crop (paper: 4; 1 suits 8x8 digits).",
          lower_bound=0)
+    _def(flags.DEFINE_enum, "crop_pad_mode", _D.crop_pad_mode, cfg.CROP_PAD_MODES,
+         "How the crop pads: reflect (robust_overfitting, whose setup Table 1 follows) or "
+         "zero (torchvision's RandomCrop in TRADES, MART and AWP).")
     _def(flags.DEFINE_integer, "cutout", _D.cutout,
          "Cutout patch side in pixels, 0 = off (Table 4/5 baseline: 14).", lower_bound=0)
     _def(flags.DEFINE_string, "extra_npz", None,

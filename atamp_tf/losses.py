@@ -29,14 +29,17 @@ def kl_divergence(logits_p, logits_q):
 
 
 def boosted_cross_entropy(logits, y):
-    """MART's BCE: -log p_y - log(1 - max_{k != y} p_k) (Wang et al. 2020, eq. 2)."""
+    """MART's BCE: CE(f(x'), y) - log(1 - max_{k != y} p_k) (Wang et al. 2020, eq. 2).
+
+    The first term is the cross-entropy of the logits, as in MART's code, not
+    -log(p_y + 1e-12), whose gradient vanishes once p_y falls far below 1e-12.
+    """
     probs = tf.nn.softmax(logits)
     num_classes = tf.shape(logits)[-1]
     true_mask = tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=probs.dtype)
-    p_true = tf.reduce_sum(probs * true_mask, axis=-1)
     p_other_max = tf.reduce_max(probs - 2.0 * true_mask, axis=-1)
     # 1.0001 as in MART's code: caps the gradient when x' is confidently misclassified.
-    return -tf.math.log(p_true + _LOG_EPS) - tf.math.log(1.0001 - p_other_max + _LOG_EPS)
+    return cross_entropy(logits, y) - tf.math.log(1.0001 - p_other_max + _LOG_EPS)
 
 
 def at_outer(logits_nat, logits_adv, y, **_):
@@ -77,13 +80,13 @@ class Method:
     outer: Callable  # (logits_nat, logits_adv, y, **hyper) -> per-example loss
     inner_needs_natural: bool
     outer_needs_natural: bool
-    start: str  # "uniform": uniform in the ball; "normal": x + 0.001 N(0, 1) as in TRADES
+    start: str  # "uniform": uniform in the ball; "normal": x + 0.001 N(0, 1) (TRADES, MART)
 
 
 METHODS = {
     "at": Method("at", ce_inner, at_outer, False, False, "uniform"),
     "trades": Method("trades", trades_inner, trades_outer, True, True, "normal"),
-    "mart": Method("mart", ce_inner, mart_outer, False, True, "uniform"),
+    "mart": Method("mart", ce_inner, mart_outer, False, True, "normal"),  # as MART's code
 }
 
 

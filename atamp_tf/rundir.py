@@ -5,7 +5,8 @@ Layout (WORKSPACE.md, "Run directory"):
   state/ (resume state), tensorboard/, plots/.
 metrics.csv, one row per epoch: epoch (1-based); lr (at the epoch's first step); train_loss
 and train_adv_acc (running means over the epoch's training batches, adversarial examples made
-on the fly); train_natural_acc, train_robust_acc, test_natural_acc, test_robust_acc (fixed
+on the fly; under AMP measured at the perturbed weights theta + Delta of the descent pass, not
+at theta, so they are not comparable with a delta = 0 run's); train_natural_acc, train_robust_acc, test_natural_acc, test_robust_acc (fixed
 subsets, measured after the epoch, accuracies as fractions); robust_gap = train_robust_acc -
 test_robust_acc; seconds (the epoch's wall time, evaluation included).
 Every file is written to a temporary name and renamed into place, so a run killed at any

@@ -65,7 +65,7 @@ def train_dataset(config, seed):
         config.dataset, "train", batch_size=config.batch_size, training=True,
         data_dir=config.data_dir, npz_dir=config.npz_dir, seed=seed, crop=config.crop,
         flip=config.flip, cutout=config.cutout, crop_padding=config.crop_padding,
-        num_examples=config.train_examples or None, extra_npz=config.extra_npz,
+        crop_pad_mode=config.crop_pad_mode, num_examples=config.train_examples or None, extra_npz=config.extra_npz,
         extra_fraction=config.extra_fraction)
     steps = int(ds.cardinality())
     if steps < 0 and not config.steps_per_epoch:

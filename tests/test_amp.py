@@ -255,6 +255,51 @@ def test_batchnorm_statistics_updated_once_per_step_from_the_adversarial_pass(me
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("method,warmup", [("at", 0), ("trades", 0), ("at", 1)])
+def test_batchnorm_statistics_come_from_theta_not_theta_plus_delta(method, warmup):
+    """With delta > 0 the moving mean after one step is that of one training-mode pass at
+    theta on x' (the weights evaluation uses), not of the descent pass at theta + Delta.
+    The test first checks that the two expectations differ, so it can fail. With a warm-up
+    step, the step is plain AT and the (theta) descent pass gives the statistics."""
+    x, y = _digits(64)
+    net = _digits_net()
+    bn = [l for l in net.layers if isinstance(l, keras.layers.BatchNormalization)][0]
+    bn.moving_mean.assign(np.full(bn.moving_mean.shape, 0.3, "float32"))
+    model = AMPModel(net, method=method, eps=0.1, step_size=0.025, attack_steps=3, delta=1.0,
+                     random_start=False, amp_warmup_steps=warmup)
+    model.compile(keras.optimizers.SGD(0.0))
+    theta = [v.value for v in net.trainable_variables]
+    state = [v.value for v in net.non_trainable_variables]
+    from atamp_tf.attacks.pgd import pgd
+    from atamp_tf import losses
+    meth = losses.get_method(method)
+    logits_nat = net.stateless_call(theta, state, x, training=True)[0]
+    x_adv = pgd(lambda z: net.stateless_call(theta, state, z, training=True)[0], x, y, eps=0.1,
+                step_size=0.025, steps=3, norm="linf", random_start=False,
+                loss_fn=lambda lg, yy: meth.inner(lg, yy, logits_nat))
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        nat = net.stateless_call(theta, state, x, training=True)[0] if meth.outer_needs_natural else None
+        adv = net.stateless_call(theta, state, x_adv, training=True)[0]
+        loss = tf.reduce_mean(meth.outer(nat, adv, y, beta=6.0, mart_lambda=5.0))
+    grads = tape.gradient(loss, theta)
+    perturbed = [t + g * min(1.0, 1.0 / float(tf.norm(g))) for t, g in zip(theta, grads)]
+    kernel_index = [i for i, v in enumerate(net.trainable_variables) if len(v.shape) == 4][0]
+
+    def pre_bn_mean(weights):
+        pre_bn = keras.Model(net.input, bn.input)
+        conv_weights = [weights[kernel_index]]
+        out = pre_bn.stateless_call(conv_weights, [], x_adv, training=True)[0]
+        return out.numpy().mean(axis=(0, 1, 2))
+
+    old = bn.moving_mean.numpy().copy()
+    at_theta = bn.momentum * old + (1 - bn.momentum) * pre_bn_mean(theta)
+    at_perturbed = bn.momentum * old + (1 - bn.momentum) * pre_bn_mean(perturbed)
+    assert np.abs(at_theta - at_perturbed).max() > 1e-3
+    model.train_on_batch(x, y)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), at_theta, rtol=1e-4, atol=1e-5)
+
+
 def test_save_load_and_continue_training(tmp_path):
     x, y = _digits(256)
     model = AMPModel(_digits_net(), eps=0.1, step_size=0.025, attack_steps=2, delta=0.2,
@@ -337,3 +382,43 @@ def test_mart_loss_gradient_is_bounded_when_confidently_wrong():
     with tf.GradientTape() as tape:
         loss = losses.boosted_cross_entropy(logits, tf.constant([0]))
     assert float(tf.reduce_max(tf.abs(tape.gradient(loss, logits)))) < 10
+
+
+def test_mart_first_term_is_cross_entropy_whose_gradient_survives_large_margins():
+    """MART's code: F.cross_entropy(logits_adv, y) + the margin term. -log(p_y + 1e-12) would
+    lose its gradient here (p_y ~ e^-40 << 1e-12)."""
+    from atamp_tf import losses
+    logits = tf.Variable([[0.0] * 9 + [40.0]])
+    y = tf.constant([0])
+    with tf.GradientTape() as tape:
+        loss = losses.boosted_cross_entropy(logits, y)
+    grad = tape.gradient(loss, logits).numpy()
+    assert grad[0, 0] < -0.99  # d CE / d logit_y = p_y - 1
+    p = tf.nn.softmax(logits)[0].numpy()
+    margin = -np.log(1.0001 - p[9] + 1e-12)
+    np.testing.assert_allclose(float(loss[0]), float(losses.cross_entropy(logits, y)[0]) + margin,
+                               rtol=1e-6)
+
+
+def test_mart_attack_starts_at_x_plus_small_gaussian_noise():
+    """MART's code starts PGD at x + 0.001 N(0, 1), not uniformly in the ball: with zero
+    attack steps the training example is that start (projected)."""
+    x, y = _digits(32)
+    model = AMPModel(_digits_net(), method="mart", eps=0.1, step_size=0.025, attack_steps=1,
+                     delta=0.0)
+    model.compile(keras.optimizers.SGD(0.0))
+    theta = [v.value for v in model.network.trainable_variables]
+    state = [v.value for v in model.network.non_trainable_variables]
+    captured = {}
+    original = model._forward
+
+    def spy(weights, st, images, training):
+        captured.setdefault("first", images)
+        return original(weights, st, images, training)
+
+    model._forward = spy
+    model._attack(theta, state, tf.constant(x), tf.constant(y), lambda fn: fn(tf.constant(y)),
+                  tf.constant([1, 2], tf.int64))
+    start = captured["first"].numpy() - x
+    inside = (x > 0.01) & (x < 0.99)
+    assert 0.0005 < start[inside].std() < 0.002  # 0.001 N(0,1), not U(-0.1, 0.1) (std 0.058)

@@ -186,11 +186,13 @@ def test_flip_mirrors_some_images(labelled_npz):
     assert 0 < flipped < 30
 
 
-def test_crop_is_a_window_of_the_padded_image(labelled_npz):
+@pytest.mark.parametrize("pad_mode,np_mode", [("reflect", "reflect"), ("zero", "constant")])
+def test_crop_is_a_window_of_the_padded_image(labelled_npz, pad_mode, np_mode):
+    """reflect: numpy's (and robust_overfitting's) reflection; zero: torchvision's fill."""
     root, x = labelled_npz
-    padded = np.pad(x, [(0, 0), (4, 4), (4, 4), (0, 0)])
+    padded = np.pad(x, [(0, 0), (4, 4), (4, 4), (0, 0)], mode=np_mode)
     moved = 0
-    for xb, yb in _batches(_train(root, flip=False).repeat(2)):
+    for xb, yb in _batches(_train(root, flip=False, crop_pad_mode=pad_mode).repeat(2)):
         assert 0.0 <= xb.min() and xb.max() <= 1.0
         for img, k in zip(np.rint(xb * 255).astype(np.uint8), yb):
             windows = [(dy, dx) for dy in range(9) for dx in range(9)
@@ -200,22 +202,25 @@ def test_crop_is_a_window_of_the_padded_image(labelled_npz):
     assert moved > 10
 
 
-def test_cutout_zeroes_one_clipped_square(tmp_path):
-    _write_npz(tmp_path / "train.npz", np.full((64, 32, 32, 3), 255, np.uint8),
-               np.zeros(64, np.int64))
-    xb, _ = _batches(data.make_dataset("cifar10", "train", batch_size=64, training=True,
-                                       npz_dir=str(tmp_path), crop=False, flip=False,
-                                       cutout=6))[0]
-    zero = xb[..., 0] == 0
-    assert ((xb == 0) | (xb == 1)).all()
-    assert (zero == (xb == 0).all(-1)).all()  # all channels of a pixel together
-    sides = []
-    for mask in zero:
-        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-        assert mask.sum() == len(rows) * len(cols)  # a rectangle
-        assert 3 <= len(rows) <= 6 and 3 <= len(cols) <= 6
-        sides.append((len(rows), len(cols)))
-    assert sides.count((6, 6)) > 10  # centre uniform: most squares lie fully inside
+def test_cutout_zeroes_one_whole_square_inside_the_image(tmp_path):
+    """As robust_overfitting's Cutout: the patch never leaves the image, so every image loses
+    exactly size x size pixels, and every position (corners included) occurs."""
+    _write_npz(tmp_path / "train.npz", np.full((256, 32, 32, 3), 255, np.uint8),
+               np.zeros(256, np.int64))
+    batches = _batches(data.make_dataset("cifar10", "train", batch_size=64, training=True,
+                                         npz_dir=str(tmp_path), crop=False, flip=False,
+                                         cutout=6))
+    corners = set()
+    for xb, _ in batches:
+        zero = xb[..., 0] == 0
+        assert ((xb == 0) | (xb == 1)).all()
+        assert (zero == (xb == 0).all(-1)).all()  # all channels of a pixel together
+        for mask in zero:
+            rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+            assert mask.sum() == 36 and len(rows) == len(cols) == 6  # a whole 6 x 6 square
+            corners.add((rows[0], cols[0]))
+    assert max(r for r, _ in corners) <= 26 and max(c for _, c in corners) <= 26
+    assert len(corners) > 150  # positions spread over the 27 x 27 possible
 
 
 def test_same_seed_same_batches_different_seed_differs():

@@ -36,6 +36,7 @@ def test_name_lists_match_the_library():
     assert set(cfg.ARCHITECTURES) == set(models.ARCHITECTURES)
     assert set(cfg.AMP_SCOPES) == set(weight_perturbation.SCOPES)
     assert set(cfg.ATTACK_BN_MODES) == set(amp.ATTACK_BN_MODES)
+    assert set(cfg.CROP_PAD_MODES) == set(data.CROP_PAD_MODES)
     assert {cfg.model_method(m) for m in cfg.METHODS} == set(losses.METHODS)
 
 

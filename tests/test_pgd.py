@@ -70,3 +70,15 @@ def test_bad_arguments_raise(trained, kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         pgd(net, x, y, **args)
+
+
+def test_l2_random_start_radius_is_uniform_in_eps_not_on_the_sphere():
+    """robust_overfitting / AWP: radius eps * U(0,1). Uniform in volume at d = 3,072 would put
+    every radius above 0.99 eps; here the radii spread over [0, eps] with mean eps / 2."""
+    x = tf.fill([2000, 32, 32, 3], 0.5)
+    eps = 0.25  # small enough that no pixel reaches the box, so clipping cannot shrink radii
+    start = projections.random_in_ball(x, eps=eps, norm="l2", seed=tf.constant([5, 6], tf.int64))
+    radii = tf.norm(tf.reshape(start - x, [2000, -1]), axis=1).numpy() / eps
+    assert radii.max() <= 1.0 + 1e-5
+    assert abs(radii.mean() - 0.5) < 0.03
+    assert abs(np.mean(radii < 0.5) - 0.5) < 0.05

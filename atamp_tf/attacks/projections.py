@@ -44,7 +44,12 @@ def steepest_step(grad, *, step_size, norm):
 
 
 def random_in_ball(x, *, eps, norm, seed):
-    """A point drawn uniformly from the eps-ball around x (stateless, seeded), clipped to [0,1]."""
+    """A random start in the eps-ball around x (stateless, seeded), clipped to [0,1].
+
+    L-inf: uniform in the cube. L2: a uniform direction at radius eps * U(0, 1), as
+    robust_overfitting and AWP draw it (uniform in volume would put nearly every start on
+    the sphere at image dimensions).
+    """
     shape = tf.shape(x)
     if norm == "linf":
         noise = tf.random.stateless_uniform(shape, seed=seed, minval=-eps, maxval=eps,
@@ -53,8 +58,7 @@ def random_in_ball(x, *, eps, norm, seed):
         seeds = tf.random.experimental.stateless_split(seed, 2)
         direction = tf.random.stateless_normal(shape, seed=seeds[0], dtype=x.dtype)
         direction = direction / tf.maximum(_per_example_l2(direction), _TINY)
-        dim = tf.cast(tf.reduce_prod(shape[1:]), x.dtype)
         u = tf.random.stateless_uniform(tf.concat([shape[:1], tf.ones_like(shape[1:])], 0),
                                         seed=seeds[1], dtype=x.dtype)
-        noise = direction * eps * tf.pow(u, 1.0 / dim)
+        noise = direction * eps * u
     return tf.clip_by_value(x + noise, 0.0, 1.0)
