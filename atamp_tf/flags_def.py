@@ -52,9 +52,10 @@ def define_flags(fv=FLAGS):
     _def(flags.DEFINE_integer, "train_examples", _D.train_examples,
          "Train on the first N examples of the training split (0: all of it).", lower_bound=0)
     _def(flags.DEFINE_bool, "crop", _D.crop,
-         "Random crop after padding (paper: 4 pixels; see --crop_pad_mode).")
+         "Random crop after padding (paper: 4 pixels; see --crop_pad_mode). Default: on, "
+         "off for SVHN (as AWP's SVHN script).")
     _def(flags.DEFINE_bool, "flip", _D.flip,
-         "Random horizontal flip (paper: on; off for digits).")
+         "Random horizontal flip (paper: on; off for digits). Default: on, off for SVHN.")
     _def(flags.DEFINE_integer, "crop_padding", _D.crop_padding,
          "Padding in pixels before the random crop (paper: 4; 1 suits 8x8 digits).",
          lower_bound=0)
@@ -154,7 +155,8 @@ def define_flags(fv=FLAGS):
     _def(flags.DEFINE_integer, "batch_size", _D.batch_size,
          "Global batch size, split over all replicas (paper: 128).", lower_bound=1)
     _def(flags.DEFINE_float, "lr", _D.lr,
-         "Initial SGD learning rate (paper: 0.1).")
+         "Initial SGD learning rate (paper: 0.1). Default: 0.1, SVHN 0.01 (as AWP's SVHN "
+         "script, whose logged baseline the paper's SVHN row matches).")
     _def(flags.DEFINE_list, "lr_boundaries", list(_D.lr_boundaries),
          "Where the learning rate is multiplied by --lr_decay: fractions of training in (0, 1) or "
          "whole epochs >= 1 (paper: 0.5,0.75 = epochs 100 and 150 of 200). Applied per step, so a "

@@ -53,6 +53,16 @@ def test_parse_number_rejects_with_the_flag_name(text):
         cfg.parse_number(text, "eps")
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_svhn_flagfiles_and_bare_svhn_agree_on_lr_and_augmentation(norm):
+    flagfile, _ = parse(f"--flagfile=flags/table1/svhn_{norm}_pgd_at.cfg")
+    bare, _ = parse("--dataset=svhn", f"--norm={norm}")
+    cifar, _ = parse("--dataset=cifar10", f"--norm={norm}")
+    for config in (flagfile, bare):
+        assert (config.lr, config.crop, config.flip) == (0.01, False, False)
+    assert (cifar.lr, cifar.crop, cifar.flip) == (0.1, True, True)
+
+
 def test_bare_svhn_l2_is_the_papers_run():
     config, _ = parse("--dataset=svhn", "--norm=l2")
     assert (config.arch, config.method, config.amp_delta) == ("preact_resnet18", "at", 0.1)
@@ -60,9 +70,11 @@ def test_bare_svhn_l2_is_the_papers_run():
     assert config.step_size_value == pytest.approx(15 / 255)
     assert config.eval_step_size_value == pytest.approx(15 / 255)
     assert (config.attack_steps, config.eval_attack_steps) == (10, 20)
-    assert (config.epochs, config.batch_size, config.lr, config.momentum) == (200, 128, 0.1, 0.9)
+    # lr 0.01, no crop or flip: AWP's SVHN script, whose logged baseline the paper's row matches
+    assert (config.epochs, config.batch_size, config.lr, config.momentum) == (200, 128, 0.01, 0.9)
+    assert (config.crop, config.flip) == (False, False)
     assert config.lr_boundary_epochs() == [100, 150]
-    assert config.lr_values() == pytest.approx([0.1, 0.01, 0.001])
+    assert config.lr_values() == pytest.approx([0.01, 0.001, 0.0001])
     assert config.weight_decay == 5e-4 and config.l1 == config.l2 == 0
     assert config.out_dir == "runs/svhn-l2-preact_resnet18-at-amp0.1-seed0"
 
