@@ -5,6 +5,13 @@ program's flag checking) does not wait for TensorFlow. `atamp_tf.register_keras_
 registers the Keras classes (AMPModel, Standardize) that `.keras` files written here need.
 """
 import importlib
+import os
+
+# oneDNN's CPU kernels. TensorFlow turns them on by itself only on CPUs with AVX-512 class
+# features; elsewhere (AVX2) it falls back to Eigen, whose convolution gradients made the train
+# step 2x slower (docs/bench/README.md). Takes effect when atamp_tf is imported before
+# TensorFlow, as every `python -m atamp_tf.X` does; an explicit setting is kept.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 

@@ -228,12 +228,39 @@ def set_threads(intra_op=0, inter_op=0):
 
 
 # ----- the whole run -------------------------------------------------------------------------
+def cpu_isa(flags):
+    """The widest vector ISA of a CPU from its /proc/cpuinfo flags: AMX, AVX-512, AVX2 or other."""
+    flags = set(flags)
+    if "amx_tile" in flags:
+        return "AMX"
+    if "avx512f" in flags:
+        return "AVX-512"
+    if "avx2" in flags:
+        return "AVX2"
+    return "other"
+
+
+def cpu_description(cpuinfo="/proc/cpuinfo"):
+    """(model name, ISA) of this machine's CPU; ("unknown", "unknown") off Linux."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        return "unknown", "unknown"
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    return (model.group(1).strip() if model else "unknown",
+            cpu_isa(flags.group(1).split()) if flags else "unknown")
+
+
 def machine_info():
+    model, isa = cpu_description()
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "cpu_model": model, "isa": isa,
             "processor": platform.processor() or platform.machine(),
             "python": sys.version.split()[0], "tensorflow": tf.__version__,
             "keras": keras.__version__,
-            "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (on)"),
+            "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
 
@@ -376,7 +403,10 @@ def _torch_block(python, script, settings, results, steps, repeats, log):
 
 def summary(report):
     """A few printable lines: each variant, the AMP overhead, the peak and the torch speedup."""
-    lines = []
+    machine = report.get("machine", {})
+    lines = [f"machine: {machine.get('cpu_model', '?')}, {machine.get('isa', '?')}, "
+             f"{machine.get('cpu_count', '?')} cores, TF_ENABLE_ONEDNN_OPTS="
+             f"{machine.get('tf_enable_onednn_opts', '?')}"]
     for r in report["results"]:
         line = (f"{r['variant']:7s} amp={str(r['amp']):5s} {r['seconds_per_step']:.3f} s/step "
                 f"{r['images_per_second']:7.1f} img/s {r['gflops_per_second']:6.1f} GFLOP/s "

@@ -128,3 +128,29 @@ def test_cli_writes_json(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "AMP overhead" in done.stdout
     _check_report(json.loads(out.read_text()), dict(TINY, delta=0.05))
+
+
+@pytest.mark.parametrize("flags,isa", [(["fpu", "avx2", "avx512f", "amx_tile"], "AMX"),
+                                       (["avx2", "avx512f"], "AVX-512"), (["sse4_2", "avx2"], "AVX2"),
+                                       (["sse4_2"], "other")])
+def test_cpu_isa_names_the_widest_vector_unit(flags, isa):
+    assert bench.cpu_isa(flags) == isa
+
+
+def test_cpu_description_reads_model_and_isa(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx avx2 fma\n")
+    assert bench.cpu_description(str(info)) == ("AMD EPYC 7B13", "AVX2")
+    assert bench.cpu_description(str(tmp_path / "missing")) == ("unknown", "unknown")
+
+
+def test_importing_the_package_turns_onednn_on_unless_set():
+    import subprocess
+    import sys
+    code = "import os, atamp_tf; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "1"
+    env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "0"
