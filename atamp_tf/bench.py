@@ -186,6 +186,42 @@ class StepTimer:
         return time.perf_counter() - start, time.process_time() - cpu
 
 
+def profile_step(timer, *, steps=2, top=12):
+    """Where one train step's time goes: TensorFlow's profiler traces `steps` steps and the
+    executor threads' op events are summed by op type. Returns rows of (op, ms per step,
+    ops per step, share of the op time), largest first; `Process` (executor bookkeeping that
+    encloses other ops) is left out."""
+    import collections
+    import glob
+    import tempfile
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=no-name-in-module
+    timer.step()
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(steps):
+            timer.step()
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        path = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1]
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+    picoseconds, counts = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                op = names.get(event.metadata_id, "?").split(":")[-1]
+                if op in ("Process", "Record", "StartRegion", "StopRegion"):
+                    continue
+                picoseconds[op] += event.duration_ps
+                counts[op] += 1
+    total = sum(picoseconds.values()) or 1
+    return [{"op": op, "ms_per_step": ps / 1e9 / steps, "ops_per_step": counts[op] // steps,
+             "share": ps / total} for op, ps in picoseconds.most_common(top)]
+
+
 def time_variants(timers, *, steps, warmup):
     """Warm every timer up, then time `steps` steps each, interleaved (A B A B ...).
 
@@ -298,8 +334,9 @@ def amp_overhead(base, amp):
 
 
 def run_benchmark(settings, *, torch_python=None, torch_script=DEFAULT_TORCH_SCRIPT,
-                  torch_steps=3, torch_repeats=2, log=print):
-    """Times PGD-AT and AT-AMP train steps for `settings`; returns the JSON-ready report."""
+                  torch_steps=3, torch_repeats=2, profile_steps=0, log=print):
+    """Times PGD-AT and AT-AMP train steps for `settings`; returns the JSON-ready report.
+    profile_steps > 0: then also traces that many steps of each variant (`profile_step`)."""
     settings.validate()
     if torch_python and (settings.arch, settings.image_size, settings.channels) != (
             "preact_resnet18", 32, 3):
@@ -321,6 +358,8 @@ def run_benchmark(settings, *, torch_python=None, torch_script=DEFAULT_TORCH_SCR
             timers.append(StepTimer(model, x, y))
             log(f"{name}: first step (trace + compile) {timers[-1].first_step_seconds:.1f}s")
         timings = time_variants(timers, steps=settings.steps, warmup=settings.warmup)
+        profiles = ({name: profile_step(timer, steps=profile_steps)
+                     for (name, _, _), timer in zip(variants, timers)} if profile_steps else None)
     finally:
         if settings.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
@@ -357,6 +396,8 @@ def run_benchmark(settings, *, torch_python=None, torch_script=DEFAULT_TORCH_SCR
         "amp_overhead_target": floor + 0.03,
         "amp_overhead_within_target": overhead["median"] <= floor + 0.03,
     }
+    if profiles:
+        report["profile"] = profiles
     if torch_python:
         report["torch_reference"] = _torch_block(torch_python, torch_script, settings, results,
                                                  torch_steps, torch_repeats, log)
@@ -423,6 +464,9 @@ def summary(report):
                  f"{100 * report['amp_overhead_target']:.1f}%)")
     lines.append(f"peak (float32 matmul) {report['peak_gflops_per_second']:.1f} GFLOP/s; "
                  f"forward {report['forward_flops_per_image'] / 1e6:.1f} MFLOP/image")
+    for variant, rows in report.get("profile", {}).items():
+        lines.append(f"profile {variant}: " + ", ".join(
+            f"{r['op']} {r['ms_per_step']:.0f} ms ({100 * r['share']:.0f}%)" for r in rows[:6]))
     return "\n".join(lines)
 
 

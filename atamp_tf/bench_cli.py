@@ -61,6 +61,9 @@ _TORCH_STEPS = flags.DEFINE_integer("torch_steps", 3, "Timed steps of the torch 
 _TORCH_REPEATS = flags.DEFINE_integer("torch_repeats", 2, "Runs of the torch reference per "
                                      "variant (alternating; median and best reported).",
                                      lower_bound=1)
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 0, "After timing, trace this many steps "
+                                     "of each variant with TensorFlow's profiler and report "
+                                     "the time per op type (0: no profile).", lower_bound=0)
 _OUTPUT = flags.DEFINE_string("output", "bench.json", "Where to write the JSON report.")
 
 
@@ -82,7 +85,8 @@ def main(argv):
     report = bench.run_benchmark(settings_from_flags(), torch_python=_TORCH_PYTHON.value,
                                  torch_script=_TORCH_SCRIPT.value,
                                  torch_steps=_TORCH_STEPS.value,
-                                 torch_repeats=_TORCH_REPEATS.value)
+                                 torch_repeats=_TORCH_REPEATS.value,
+                                 profile_steps=_PROFILE_STEPS.value)
     bench.write_report(report, _OUTPUT.value)
     print(bench.summary(report))
     print(f"wrote {_OUTPUT.value}")

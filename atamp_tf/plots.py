@@ -29,7 +29,7 @@ def _series(rows, key):
     return [p[0] for p in points], [p[1] * scale for p in points]
 
 
-def _save(fig, path):
+def save_figure(fig, path):
     """Saves the figure to path through a temporary file and a rename."""
     head, tail = os.path.split(path)
     if head:
@@ -55,7 +55,7 @@ def plot_run(rows, path, *, title=""):
     ax.set_title(title or "accuracy per epoch")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _draw_metric(ax, runs, metric):
@@ -77,7 +77,7 @@ def plot_compare(runs, path, *, metric="test_robust_acc", title=""):
     _draw_metric(ax, runs, metric)
     ax.set_title(title or LABELS.get(metric, metric))
     ax.legend(loc="best", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_panels(runs, path, *, metrics, title=""):
@@ -89,7 +89,7 @@ def plot_panels(runs, path, *, metrics, title=""):
     axes[0][0].legend(loc="best", fontsize=8)
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def compare_run_dirs(run_dirs, output, *, metric="test_robust_acc", labels=None, title=""):

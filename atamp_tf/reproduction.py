@@ -9,7 +9,8 @@ evaluated) and the paper's `results.csv`, and writes into `--output_dir`:
   - `curves_<dataset>_<norm>.png`: train robust, test robust and the gap per epoch, PGD-AT
     against PGD-AT-AMP (the paper's Fig. 3 and 6).
 Every number comes from those files, so `docs/reproduction.md` can quote the tables verbatim
-(tests/test_reproduction.py checks it does).
+(tests/test_reproduction.py checks it does). `--sweep_runs` writes the delta sweep's
+`sweep.md` and `sweep.png` as well (atamp_tf/sweep.py).
 """
 import csv
 import os
@@ -168,11 +169,14 @@ def _define_flags():
     from absl import flags  # pylint: disable=import-outside-toplevel
     flags.DEFINE_list("runs", None, "Run directories (train's out_dir, or their copies under "
                       "docs/runs), comma separated.")
+    flags.DEFINE_list("sweep_runs", None, "Run directories of one delta sweep (one regime; "
+                      "PGD-AT, AMP at several delta, the AWP scope): writes sweep.md and "
+                      "sweep.png.")
     flags.DEFINE_string("paper_csv", os.path.join("..", "shared", "paper", "results.csv"),
                         "The paper's results table (columns table, dataset, norm, arch, method, "
                         "metric, best, best_std, last, last_std).")
     flags.DEFINE_string("output_dir", None, "Where tables.md and the curve PNGs go.")
-    flags.mark_flags_as_required(["runs", "output_dir"])
+    flags.mark_flags_as_required(["output_dir"])
 
 
 def main(argv):
@@ -180,8 +184,13 @@ def main(argv):
     if len(argv) > 1:
         raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
+    if not f.runs and not f.sweep_runs:
+        raise SystemExit("error: --runs or --sweep_runs: give the run directories to report")
     try:
-        paths = write_report(f.runs, f.paper_csv, f.output_dir)
+        paths = write_report(f.runs, f.paper_csv, f.output_dir) if f.runs else []
+        if f.sweep_runs:
+            from atamp_tf import sweep  # pylint: disable=import-outside-toplevel
+            paths += sweep.write_sweep(f.sweep_runs, f.output_dir)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     print("\n".join(paths))

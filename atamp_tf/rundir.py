@@ -49,6 +49,8 @@ class RunPaths:
         self.accuracy_plot = os.path.join(self.plots, "accuracy.png")
         self.eval = os.path.join(out_dir, "eval")  # python -m atamp_tf.evaluate's default output
         self.eval_report = os.path.join(self.eval, "report.json")
+        self.eval_last = os.path.join(out_dir, "eval_last")  # the last checkpoint's evaluation
+        self.eval_last_report = os.path.join(self.eval_last, "report.json")
 
     def make(self):
         for path in (self.root, self.checkpoints, self.state, self.plots):

@@ -154,3 +154,17 @@ def test_importing_the_package_turns_onednn_on_unless_set():
     env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "0"
+
+
+def test_profile_names_the_convolutions_and_sums_to_the_op_time():
+    settings = bench.BenchSettings(**TINY)
+    report = bench.run_benchmark(settings, profile_steps=1, log=lambda *_: None)
+    for variant in ("pgd_at", "at_amp"):
+        rows = report["profile"][variant]
+        ops = {r["op"] for r in rows}
+        assert any("Conv2D" in op for op in ops), ops  # the network's convolutions are seen
+        assert any("Backprop" in op for op in ops), ops  # and their gradients
+        assert all(r["ms_per_step"] > 0 and r["ops_per_step"] >= 1 for r in rows)
+        assert 0 < sum(r["share"] for r in rows) <= 1 + 1e-9
+        assert rows == sorted(rows, key=lambda r: -r["ms_per_step"])
+    assert "profile at_amp:" in bench.summary(report)

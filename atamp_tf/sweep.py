@@ -1,0 +1,206 @@
+"""The delta sweep (the paper's Fig. 4 at reduced scale): runs of one regime against delta.
+
+`python -m atamp_tf.reproduction --sweep_runs=DIR1,DIR2,... --output_dir=DIR` writes
+`sweep.md` (per-epoch best/last, gap, drop; the final evaluation of the best and last
+checkpoints with binomial standard errors) and `sweep.png` (robust accuracy, natural accuracy,
+robust gap and best-last drop against delta, PGD-AT as the delta = 0 point, AWP's scope as a
+separate marker). The final evaluation of a run is `<run>/eval/report.json` (best checkpoint,
+`python -m atamp_tf.evaluate`'s default) and `<run>/eval_last/report.json` (`--checkpoint=last
+--output_dir=<run>/eval_last`).
+"""
+import math
+import os
+
+from atamp_tf import plots, rundir
+
+SCOPE_NAMES = {"tensor": "AMP (per tensor)", "global": "AMP (global)", "awp": "AWP scope"}
+NORM_NAMES = {"linf": "L-inf", "l2": "L2"}
+EVAL_COLUMNS = ("natural", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
+EVAL_NAMES = {"natural": "natural", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw_inf": "CW-inf",
+              "cw_l2": "CW-L2", "autoattack": "AutoAttack"}
+
+
+def binomial_se(p, n):
+    """Standard error of an accuracy p measured on n independent examples."""
+    return math.sqrt(max(p * (1.0 - p), 0.0) / n) if n else float("nan")
+
+
+class SweepRun:
+    """One run of the sweep: its config, per-epoch rows, summary and final evaluations."""
+
+    def __init__(self, run_dir):
+        paths = rundir.RunPaths(run_dir)
+        for path in (paths.summary, paths.metrics, paths.run_config):
+            if not os.path.isfile(path):
+                raise ValueError(f"--sweep_runs: {run_dir} has no {os.path.basename(path)} (is "
+                                 "it a finished run directory of python -m atamp_tf.train?)")
+        self.dir, self.name = run_dir, os.path.basename(os.path.normpath(run_dir))
+        self.config = rundir.read_json(paths.run_config)
+        self.summary = rundir.read_json(paths.summary)
+        self.rows = rundir.read_metrics(paths.metrics)
+        self.reports = {which: rundir.read_json(path) for which, path in
+                        (("best", paths.eval_report), ("last", paths.eval_last_report))
+                        if os.path.isfile(path)}
+
+    @property
+    def delta(self):
+        return float(self.config["amp_delta"])
+
+    @property
+    def scope(self):
+        """tensor / global / awp for AMP runs; None for PGD-AT (delta 0)."""
+        return self.config.get("amp_scope", "tensor") if self.delta > 0 else None
+
+    @property
+    def label(self):
+        if self.scope is None:
+            return "PGD-AT"
+        name = "gamma" if self.scope == "awp" else "delta"
+        return f"{SCOPE_NAMES[self.scope]}, {name} {self.delta:g}"
+
+    @property
+    def seed(self):
+        return int(self.config.get("seed", 0))
+
+    @property
+    def regime(self):
+        c = self.config
+        return (c.get("dataset"), c.get("norm"), c.get("eps_text"), c.get("arch"),
+                c.get("width"), c.get("train_examples"), c.get("epochs"), c.get("method"))
+
+    def per_epoch(self):
+        """Percent numbers of the per-epoch subset: best, its epoch, last, drop, last gap."""
+        best, last = self.summary["best"], self.summary["last"]
+        return {"best": best["test_robust_acc"], "best_epoch": best["epoch"],
+                "last": last["test_robust_acc"],
+                "drop": best["test_robust_acc"] - last["test_robust_acc"],
+                "best_natural": best["test_natural_acc"], "last_natural": last["test_natural_acc"],
+                "gap": last["robust_gap"]}
+
+
+def load_runs(run_dirs):
+    """SweepRuns of one regime, sorted PGD-AT first, then by scope and delta, then seed."""
+    if not run_dirs:
+        raise ValueError("--sweep_runs: give at least one run directory")
+    runs = [SweepRun(d) for d in run_dirs]
+    regimes = {r.regime for r in runs}
+    if len(regimes) > 1:
+        raise ValueError("--sweep_runs: the runs differ in more than delta, scope and seed "
+                         f"(dataset, norm, eps, arch, width, examples, epochs, method): "
+                         f"{sorted(map(str, regimes))}")
+    order = {None: 0, "tensor": 1, "global": 2, "awp": 3}
+    return sorted(runs, key=lambda r: (order[r.scope], r.delta, r.seed, r.name))
+
+
+def _pct(value, se=None):
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" if se is None else f"{100 * value:.1f} ± {100 * se:.1f}"
+
+
+def per_epoch_markdown(runs):
+    lines = ["| run | seed | best robust (epoch) | last robust | best - last | best natural | "
+             "last natural | gap (last) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for run in runs:
+        m = run.per_epoch()
+        lines.append(f"| {run.label} | {run.seed} | {_pct(m['best'])} ({m['best_epoch']}) | "
+                     f"{_pct(m['last'])} | {_pct(m['drop'])} | {_pct(m['best_natural'])} | "
+                     f"{_pct(m['last_natural'])} | {_pct(m['gap'])} |")
+    return "\n".join(lines)
+
+
+def evaluation_markdown(runs):
+    """Final evaluation of best and last checkpoints, percent ± one binomial standard error."""
+    evaluated = [(run, which, run.reports[which]) for run in runs
+                 for which in ("best", "last") if which in run.reports]
+    if not evaluated:
+        return "(no run has an evaluation report yet)"
+    columns = [c for c in EVAL_COLUMNS if any(c in rep["accuracy"] for _, _, rep in evaluated)]
+    lines = ["| run | seed | checkpoint | examples | "
+             + " | ".join(EVAL_NAMES[c] for c in columns) + " | AutoAttack version | checks |",
+             "| --- | ---: | --- | ---: |" + " ---: |" * len(columns) + " --- | --- |"]
+    for run, which, report in evaluated:
+        n, accuracy = report["num_examples"], report["accuracy"]
+        cells = [_pct(accuracy[c], binomial_se(accuracy[c], n)) if accuracy.get(c) is not None
+                 else "-" for c in columns]
+        version = (report.get("settings", {}).get("autoattack", {}) or {}).get("version", "-")
+        checks = "pass" if report.get("checks_passed") else "**FAILED**"
+        lines.append(f"| {run.label} | {run.seed} | {which} | {n} | " + " | ".join(cells)
+                     + f" | {version} | {checks} |")
+    return "\n".join(lines)
+
+
+def sweep_markdown(runs):
+    c = runs[0].config
+    head = (f"{c.get('dataset')} {NORM_NAMES.get(c.get('norm'), c.get('norm'))} "
+            f"{c.get('eps_text')}, {c.get('arch')} width {c.get('width')}, "
+            f"{c.get('train_examples')} training images, {c.get('epochs')} epochs")
+    return (f"## Delta sweep: {head}\n\n"
+            "### Per-epoch test subset (%, the attack of `--eval_attack_steps`)\n\n"
+            + per_epoch_markdown(runs)
+            + "\n\n### Final evaluation (%, ± one binomial standard error)\n\n"
+            + evaluation_markdown(runs) + "\n")
+
+
+def _robust_for_plot(run, which):
+    """AutoAttack accuracy of the final evaluation if there is one, else the per-epoch value."""
+    report = run.reports.get(which)
+    if report is not None and report["accuracy"].get("autoattack") is not None:
+        return report["accuracy"]["autoattack"], report["num_examples"], "AutoAttack"
+    per_epoch = run.per_epoch()
+    n = run.config.get("eval_test_examples") or 0
+    return per_epoch["best" if which == "best" else "last"], n, "per-epoch PGD"
+
+
+def plot_sweep(runs, path):
+    """Four panels against delta; error bars are one binomial standard error."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    series = {}
+    for run in runs:
+        series.setdefault(run.scope, []).append(run)
+    styles = {None: ("k", "s"), "tensor": ("C0", "o"), "global": ("C2", "^"), "awp": ("C3", "D")}
+    kinds = set()
+    for scope, members in series.items():
+        color, marker = styles[scope]
+        name = "PGD-AT (delta 0)" if scope is None else SCOPE_NAMES[scope]
+        xs = [0.0 if scope is None else r.delta for r in members]
+        for which, fill in (("best", color), ("last", "none")):
+            values = [_robust_for_plot(r, which) for r in members]
+            kinds.update(kind for _, _, kind in values)
+            axes[0].errorbar(xs, [100 * v for v, _, _ in values],
+                             yerr=[100 * binomial_se(v, n) for v, n, _ in values],
+                             color=color, marker=marker, mfc=fill, ls="none", capsize=3,
+                             label=f"{name}, {which}")
+        natural = [r.per_epoch()["last_natural"] for r in members]
+        n_nat = [r.config.get("eval_test_examples") or 0 for r in members]
+        axes[1].errorbar(xs, [100 * v for v in natural],
+                         yerr=[100 * binomial_se(v, n) for v, n in zip(natural, n_nat)],
+                         color=color, marker=marker, ls="none", capsize=3, label=name)
+        axes[2].plot(xs, [100 * r.per_epoch()["gap"] for r in members], color=color,
+                     marker=marker, ls="none", label=name)
+        axes[3].plot(xs, [100 * r.per_epoch()["drop"] for r in members], color=color,
+                     marker=marker, ls="none", label=name)
+    titles = [f"robust accuracy ({' / '.join(sorted(kinds))})", "natural accuracy (last)",
+              "robust gap (last epoch)", "best - last robust (per epoch)"]
+    for ax, title in zip(axes, titles):
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlabel("delta (gamma for the AWP scope)")
+        ax.set_ylabel("%")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    plots.save_figure(fig, path)
+    return path
+
+
+def write_sweep(run_dirs, output_dir):
+    """Writes sweep.md and sweep.png into output_dir; returns their paths."""
+    runs = load_runs(run_dirs)
+    os.makedirs(output_dir, exist_ok=True)
+    table = os.path.join(output_dir, "sweep.md")
+    rundir.atomic_write_text(table, sweep_markdown(runs))
+    return [table, plot_sweep(runs, os.path.join(output_dir, "sweep.png"))]
