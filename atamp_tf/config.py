@@ -15,7 +15,7 @@ NORMS = ("linf", "l2")
 # Training methods. rst = the TRADES loss on labelled + pseudo-labelled batches (--extra_npz);
 # pretrain = PGD-AT fine-tuning of --init_checkpoint (Hendrycks et al. 2019).
 METHODS = ("at", "trades", "mart", "rst", "pretrain")
-ARCHITECTURES = ("preact_resnet18", "wide_resnet", "small_cnn")
+ARCHITECTURES = ("preact_resnet18", "wide_resnet", "small_cnn", "madry_cnn", "trades_small_cnn")
 AMP_SCOPES = ("tensor", "global", "awp")
 ATTACK_BN_MODES = ("train", "eval")
 CROP_PAD_MODES = ("reflect", "zero")
@@ -283,8 +283,8 @@ def validate(config):
         _check(bool(config.init_checkpoint),
                "--method=pretrain fine-tunes a pre-trained network: set --init_checkpoint "
                "(a .keras network or a run directory)")
-    if config.arch == "small_cnn":
-        _check(config.depth is None, "--depth: small_cnn has no depth; leave it unset")
+    if config.arch in ("small_cnn", "madry_cnn", "trades_small_cnn"):
+        _check(config.depth is None, f"--depth: {config.arch} has no depth; leave it unset")
     if config.arch == "preact_resnet18":
         _check(config.depth in (None, 18), f"--depth: preact_resnet18 has depth 18; leave it "
                                            f"unset, got {config.depth}")

@@ -284,6 +284,22 @@ def test_shared_cifar10_npz():
 
 
 @needs_shared
+def test_shared_mnist_npz_full_splits_in_official_order():
+    root = str(SHARED_DATA)
+    x_tr, y_tr = data.load_arrays("mnist", "train", npz_dir=root)
+    x_te, y_te = data.load_arrays("mnist", "test", npz_dir=root)
+    assert x_tr.shape == (60000, 28, 28, 1) and x_te.shape == (10000, 28, 28, 1)
+    assert np.bincount(y_te).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert list(y_tr[:8]) == [5, 0, 4, 1, 9, 2, 1, 3] and list(y_te[:8]) == [7, 2, 1, 0, 4, 1, 4, 9]
+    assert x_tr.dtype == np.float32 and 0.0 <= x_tr.min() and x_tr.max() <= 1.0
+    np.testing.assert_allclose(x_tr.mean(), data.get_spec("mnist").mean[0], atol=5e-4)
+    xb, yb = next(iter(data.make_dataset("mnist", "train", batch_size=50, training=True,
+                                         npz_dir=root, crop=False, flip=False)))
+    assert xb.shape == (50, 28, 28, 1) and 0.0 <= float(tf.reduce_min(xb))
+    assert float(tf.reduce_max(xb)) <= 1.0
+
+
+@needs_shared
 def test_shared_cifar100_uses_fine_labels():
     _, y = data.load_arrays("cifar100", "test", npz_dir=str(SHARED_DATA))
     assert y.min() == 0 and y.max() == 99 and np.bincount(y).tolist() == [100] * 100

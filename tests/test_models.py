@@ -36,7 +36,37 @@ def wrn_34_10():
 
 
 def test_architectures_listed():
-    assert set(ARCHITECTURES) == {"preact_resnet18", "wide_resnet", "small_cnn"}
+    assert set(ARCHITECTURES) == {"preact_resnet18", "wide_resnet", "small_cnn", "madry_cnn",
+                                  "trades_small_cnn"}
+
+
+def test_mnist_reference_networks_parameter_counts():
+    """Counted from the reference definitions. Madry (mnist_challenge model.py): conv 5x5x1x32
+    + 32, conv 5x5x32x64 + 64, fc 3136x1024 + 1024, fc 1024x10 + 10 = 3,274,634. TRADES
+    SmallCNN: convs 3x3 (1-32, 32-32, 32-64, 64-64) with biases, fc 1024-200-200-10 = 312,202."""
+    madry = build_model("madry_cnn", input_shape=(28, 28, 1), num_classes=10)
+    trades = build_model("trades_small_cnn", input_shape=(28, 28, 1), num_classes=10)
+    assert _param_counts(madry) == (832 + 51_264 + 3_212_288 + 10_250, 0) == (3_274_634, 0)
+    assert _param_counts(trades) == (320 + 9_248 + 18_496 + 36_928 + 205_000 + 40_200 + 2_010,
+                                     0) == (312_202, 0)
+    assert madry.get_layer("flatten").output.shape[-1] == 7 * 7 * 64
+    assert trades.get_layer("flatten").output.shape[-1] == 4 * 4 * 64
+
+
+def test_mnist_reference_networks_initialise_as_their_code():
+    madry = build_model("madry_cnn", input_shape=(28, 28, 1), num_classes=10)
+    kernel = madry.get_layer("fc1").kernel.numpy()
+    assert abs(kernel.std() - 0.088) < 0.005 and np.abs(kernel).max() <= 0.2  # truncated N(0, .1)
+    assert np.all(madry.get_layer("conv1").bias.numpy() == 0.1)
+    trades = build_model("trades_small_cnn", input_shape=(28, 28, 1), num_classes=10)
+    assert np.all(trades.get_layer("logits").kernel.numpy() == 0)  # fc3 zero, as SmallCNN
+    conv3 = trades.get_layer("conv3").kernel.numpy()
+    assert abs(conv3.std() - np.sqrt(2 / (9 * 32))) < 0.01  # Kaiming normal, fan-in
+    # dropout 0.5 acts only in training
+    x = _images((28, 28, 1), n=4)
+    assert np.array_equal(trades(x, training=False).numpy(), trades(x, training=False).numpy())
+    with pytest.raises(ValueError, match="dropout"):
+        build_model("trades_small_cnn", input_shape=(28, 28, 1), num_classes=10, dropout=1.0)
 
 
 def test_preact_resnet18_parameter_count():
@@ -68,10 +98,15 @@ def test_wide_resnet_small_forward_and_depth_check():
         build_model("wide_resnet", input_shape=(32, 32, 3), num_classes=10, depth=33)
 
 
-@pytest.mark.parametrize("arch", ["preact_resnet18", "small_cnn"])
+@pytest.mark.parametrize("arch", ["preact_resnet18", "small_cnn", "madry_cnn",
+                                  "trades_small_cnn"])
 @pytest.mark.parametrize("shape,classes", [((32, 32, 3), 10), ((32, 32, 3), 100),
                                            ((8, 8, 1), 10), ((28, 28, 1), 10)])
 def test_forward_shapes(arch, shape, classes):
+    if arch == "trades_small_cnn" and shape[0] < 16:
+        with pytest.raises(ValueError, match="input_shape"):
+            build_model(arch, input_shape=shape, num_classes=classes, width=8)
+        return
     model = build_model(arch, input_shape=shape, num_classes=classes, width=8)
     logits = model(_images(shape), training=False).numpy()
     assert logits.shape == (2, classes)

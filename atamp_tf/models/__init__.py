@@ -7,7 +7,7 @@ import inspect
 
 import keras
 
-from atamp_tf.models import preact_resnet, small_cnn, wide_resnet
+from atamp_tf.models import mnist_cnns, preact_resnet, small_cnn, wide_resnet
 from atamp_tf.models.flops import count_flops
 from atamp_tf.models.layers import Standardize
 
@@ -15,6 +15,8 @@ _BUILDERS = {
     "preact_resnet18": preact_resnet.build,
     "wide_resnet": wide_resnet.build,
     "small_cnn": small_cnn.build,
+    "madry_cnn": mnist_cnns.build_madry,
+    "trades_small_cnn": mnist_cnns.build_trades,
 }
 ARCHITECTURES = tuple(_BUILDERS)
 _COMMON_PARAMS = {"inputs", "x", "num_classes", "width", "depth", "name"}
@@ -49,8 +51,9 @@ def build_model(arch, *, input_shape, num_classes, mean=None, std=None, width=No
 
     ``mean``/``std`` are per-channel statistics of [0, 1] pixels (None: 0 and 1, identity).
     ``width``: base channels for preact_resnet18 (64) and small_cnn (32), widen factor for
-    wide_resnet (10). ``depth``: wide_resnet only (34). ``options``: arch-specific extras,
-    ``batchnorm`` for small_cnn, ``dropout`` for wide_resnet.
+    wide_resnet (10), first-layer channels for madry_cnn and trades_small_cnn (32). ``depth``:
+    wide_resnet only (34). ``options``: arch-specific extras, ``batchnorm`` for small_cnn,
+    ``dropout`` for wide_resnet and trades_small_cnn.
     """
     if arch not in _BUILDERS:
         raise ValueError(f"unknown arch {arch!r}; known architectures: {', '.join(ARCHITECTURES)}")
