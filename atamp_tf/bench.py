@@ -186,11 +186,15 @@ class StepTimer:
         return time.perf_counter() - start, time.process_time() - cpu
 
 
+_PROFILE_BOOKKEEPING = ("Process", "Record", "StartRegion", "StopRegion", "ExecutorDoneCallback")
+
+
 def profile_step(timer, *, steps=2, top=12):
     """Where one train step's time goes: TensorFlow's profiler traces `steps` steps and the
-    executor threads' op events are summed by op type. Returns rows of (op, ms per step,
-    ops per step, share of the op time), largest first; `Process` (executor bookkeeping that
-    encloses other ops) is left out."""
+    executor threads' op events are summed by op type (op time over all threads, so the sum
+    can exceed the wall time). Returns rows of (op, ms per step, ops per step, share of the
+    op time), largest first; the executor's bookkeeping events, which enclose ops, and events
+    nested inside an op are left out."""
     import collections
     import glob
     import tempfile
@@ -211,10 +215,12 @@ def profile_step(timer, *, steps=2, top=12):
         for line in plane.lines:
             if not line.name.startswith("tf_Compute"):
                 continue
-            for event in line.events:
+            covered_until = -1  # ops only: skip events nested in an op (Eigen's ParallelFor)
+            for event in sorted(line.events, key=lambda e: e.offset_ps):
                 op = names.get(event.metadata_id, "?").split(":")[-1]
-                if op in ("Process", "Record", "StartRegion", "StopRegion"):
+                if op in _PROFILE_BOOKKEEPING or event.offset_ps < covered_until:
                     continue
+                covered_until = event.offset_ps + event.duration_ps
                 picoseconds[op] += event.duration_ps
                 counts[op] += 1
     total = sum(picoseconds.values()) or 1
