@@ -28,15 +28,9 @@ class Run:
 
     def __init__(self, run_dir):
         paths = rundir.RunPaths(run_dir)
-        for path in (paths.summary, paths.metrics, paths.run_config):
-            if not os.path.isfile(path):
-                raise ValueError(f"--runs: {run_dir} has no {os.path.basename(path)} (is it a "
-                                 "finished run directory of python -m atamp_tf.train?)")
+        self.config, self.summary, self.rows = rundir.read_finished_run(run_dir, "runs")
         self.dir = run_dir
         self.name = os.path.basename(os.path.normpath(run_dir))
-        self.summary = rundir.read_json(paths.summary)
-        self.config = rundir.read_json(paths.run_config)
-        self.rows = rundir.read_metrics(paths.metrics)
         self.report = (rundir.read_json(paths.eval_report) if os.path.isfile(paths.eval_report)
                        else None)
         if self.config.get("method") != "at":

@@ -57,6 +57,17 @@ class RunPaths:
             os.makedirs(path, exist_ok=True)
 
 
+def read_finished_run(run_dir, flag):
+    """(run_config, summary, metrics rows) of a run directory; ValueError naming `flag` if a
+    file is missing. For reports that read finished runs (reproduction, sweep)."""
+    paths = RunPaths(run_dir)
+    for path in (paths.summary, paths.metrics, paths.run_config):
+        if not os.path.isfile(path):
+            raise ValueError(f"--{flag}: {run_dir} has no {os.path.basename(path)} (is it a "
+                             "finished run directory of python -m atamp_tf.train?)")
+    return read_json(paths.run_config), read_json(paths.summary), read_metrics(paths.metrics)
+
+
 # ----- atomic files -------------------------------------------------------------------------
 def _tmp_name(path):
     head, tail = os.path.split(path)

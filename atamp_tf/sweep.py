@@ -12,12 +12,9 @@ import math
 import os
 
 from atamp_tf import plots, rundir
+from atamp_tf.reproduction import EVAL_COLUMNS, EVAL_NAMES, NORM_NAMES
 
 SCOPE_NAMES = {"tensor": "AMP (per tensor)", "global": "AMP (global)", "awp": "AWP scope"}
-NORM_NAMES = {"linf": "L-inf", "l2": "L2"}
-EVAL_COLUMNS = ("natural", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
-EVAL_NAMES = {"natural": "natural", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw_inf": "CW-inf",
-              "cw_l2": "CW-L2", "autoattack": "AutoAttack"}
 
 
 def binomial_se(p, n):
@@ -30,14 +27,8 @@ class SweepRun:
 
     def __init__(self, run_dir):
         paths = rundir.RunPaths(run_dir)
-        for path in (paths.summary, paths.metrics, paths.run_config):
-            if not os.path.isfile(path):
-                raise ValueError(f"--sweep_runs: {run_dir} has no {os.path.basename(path)} (is "
-                                 "it a finished run directory of python -m atamp_tf.train?)")
+        self.config, self.summary, self.rows = rundir.read_finished_run(run_dir, "sweep_runs")
         self.dir, self.name = run_dir, os.path.basename(os.path.normpath(run_dir))
-        self.config = rundir.read_json(paths.run_config)
-        self.summary = rundir.read_json(paths.summary)
-        self.rows = rundir.read_metrics(paths.metrics)
         self.reports = {which: rundir.read_json(path) for which, path in
                         (("best", paths.eval_report), ("last", paths.eval_last_report))
                         if os.path.isfile(path)}
