@@ -354,3 +354,18 @@ def test_bad_inputs_raise(linear):
         autoattack(None, x, y, norm="linf", eps=0.02, num_classes=5, predict_fn=np.copy)
     with pytest.raises(ValueError, match="num_classes"):
         autoattack(model, x, y, norm="linf", eps=0.02, num_classes=7, components=("square",))
+
+
+
+@pytest.mark.parametrize("components,n_iter,n_queries,label", [
+    (None, 100, 5000, "standard"),
+    (("apgd-ce", "apgd-t", "fab-t", "square"), 100, 5000, "standard"),
+    (("apgd-ce", "apgd-t"), 100, 5000, "custom"),
+    (("apgd-t", "apgd-ce", "fab-t", "square"), 100, 5000, "custom"),  # another order
+    (None, 20, 5000, "custom"),
+    (None, 100, 1000, "custom"),
+])
+def test_only_the_full_budget_in_the_reference_order_is_labelled_standard(
+        components, n_iter, n_queries, label):
+    from atamp_tf.attacks import autoattack as aa
+    assert aa.version_label("standard", components, n_iter, n_queries) == label

@@ -230,6 +230,8 @@ def test_autoattack_components_subset_runs_only_those_and_says_so(saved):
     assert attack["settings"]["components"] == ["apgd-ce"]
     assert set(attack["accuracy_after"]) == {"clean", "apgd-ce"}
     assert report["accuracy"]["autoattack"] <= report["accuracy"]["natural"]
+    # a reduced AutoAttack is never labelled standard (the reference's name: custom)
+    assert attack["settings"]["version"] == attack["autoattack_settings"]["version"] == "custom"
     with pytest.raises(ValueError, match="components"):
         evaluate.evaluate_model(x, y, norm="linf", eps=0.1, attacks="autoattack",
                                 keras_model=saved["model"], verbose=False,

@@ -42,6 +42,17 @@ from atamp_tf.attacks import apgd, fab, square
 COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
 GRADIENT_FREE = ("square",)
 VERSIONS = ("standard",)
+STANDARD_BUDGET = {"n_iter": 100, "n_queries": 5000}  # the reference's standard version
+
+
+def version_label(version, components, n_iter, n_queries):
+    """What a run may be called: "standard" only with the reference's four components in its
+    order and its full budgets; any other subset or budget is "custom" (the reference's name
+    for a hand-picked run), never standard."""
+    components = tuple(components) if components else COMPONENTS
+    standard = (components == COMPONENTS and n_iter == STANDARD_BUDGET["n_iter"]
+                and n_queries == STANDARD_BUDGET["n_queries"])
+    return version if version == "standard" and standard else "custom"
 N_TARGETS = 9
 FAB_SETTINGS = {"alpha_max": 0.1, "eta": 1.05, "beta": 0.9, "final_search_steps": 3}
 SQUARE_SETTINGS = {"p_init": 0.8, "loss": "margin"}
@@ -182,7 +193,7 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
 
     mean = (lambda m: float(m.mean()) if len(m) else 0.0)
     settings = {
-        "version": version, "norm": norm, "eps": float(eps), "components": list(components),
+        "version": version_label(version, components, n_iter, n_queries), "norm": norm, "eps": float(eps), "components": list(components),
         "n_iter": int(n_iter), "n_queries": int(n_queries), "n_target_classes": n_targets,
         "apgd": {"restarts": 1, "rho": 0.75, "initial_step": "2 * eps"},
         "fab": dict(FAB_SETTINGS), "square": dict(SQUARE_SETTINGS), "seed": int(seed),

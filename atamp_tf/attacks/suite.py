@@ -122,7 +122,9 @@ def attack_settings(name, *, norm, eps, settings=SuiteSettings()):
     if name == "autoattack":
         from atamp_tf.attacks import autoattack  # pylint: disable=import-outside-toplevel
         components = list(settings.autoattack_components or autoattack.COMPONENTS)
-        return {**common, "version": settings.autoattack_version, "components": components,
+        version = autoattack.version_label(settings.autoattack_version, components,
+                                           settings.autoattack_iters, settings.square_queries)
+        return {**common, "version": version, "components": components,
                 "n_iter": settings.autoattack_iters, "n_queries": settings.square_queries,
                 "implementation": "atamp_tf.attacks.autoattack"}
     if name == "square":
