@@ -10,6 +10,8 @@ rather than in atamp_tf.export so that importing the library defines no absl fla
 """
 import os
 
+import sys
+
 from absl import app, flags
 
 from atamp_tf import checkpoints, export, rundir
@@ -101,6 +103,13 @@ def _default_report():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    try:
+        _export()
+    except (ValueError, OSError, export.ExportError) as err:  # one line, no traceback
+        sys.exit(f"error: {err}")
+
+
+def _export():
     keras_path, meta, config = _model_source()
     report_path = _REPORT.value or _default_report()
     if not report_path:
