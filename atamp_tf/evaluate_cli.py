@@ -86,7 +86,7 @@ def main(argv):
             norm=_NORM.value, eps=_EPS.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
             output_dir=_OUTPUT_DIR.value, settings=settings_from_flags())
     except (ValueError, OSError) as err:  # bad flag, file or model: one line, no traceback
-        sys.exit(f"error: {err}")
+        sys.exit(f"error: {type(err).__name__}: {err}")
     print(evaluate.markdown_report(report))
 
 

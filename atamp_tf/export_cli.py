@@ -106,7 +106,7 @@ def main(argv):
     try:
         _export()
     except (ValueError, OSError, export.ExportError) as err:  # one line, no traceback
-        sys.exit(f"error: {err}")
+        sys.exit(f"error: {type(err).__name__}: {err}")
 
 
 def _export():
