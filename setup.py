@@ -10,14 +10,14 @@ setup(
     packages=find_packages(include=["atamp_tf", "atamp_tf.*"]),
     python_requires=">=3.11,<3.12",
     # Ranges verified together on Python 3.11 (CPU): TF 2.21.0, Keras 3.15.1, tfds 4.9.10,
-    # cleverhans 4.0.0, tf2onnx 1.17.0, onnx 1.23, onnxruntime 1.32, ART 1.20.1.
+    # cleverhans 4.0.0, tf2onnx 1.17.0, onnx 1.23, onnxruntime 1.32. (ART was listed until
+    # session 3 but never imported.)
     # Keras is pinned to a minor range because the multi-worker fit fix touches private API.
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
         "tensorflow-datasets>=4.9.10,<5",
         "cleverhans==4.0.0",
-        "adversarial-robustness-toolbox>=1.20,<1.21",
         "onnx>=1.17,<2",
         "tf2onnx>=1.17,<1.18",
         "onnxruntime>=1.20,<2",

@@ -88,6 +88,11 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         if loss is not None:
             raise ValueError("AMPModel.compile: the loss is defined by `method` "
                              f"({self.method!r}); do not pass loss={loss!r}")
+        for name in ("metrics", "weighted_metrics"):
+            if kwargs.get(name):
+                raise ValueError(f"AMPModel.compile: {name}={kwargs[name]!r} would be ignored: "
+                                 "the train and test steps report their own loss, adv_acc and "
+                                 "nat_acc; evaluate other metrics with python -m atamp_tf.evaluate")
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):

@@ -19,10 +19,11 @@ import subprocess
 import numpy as np
 
 from atamp_tf import model_card, zoo_manifest
+from atamp_tf.evaluate import PARITY_ATOL
 from atamp_tf.zoo import load_keras_file, sha256_file
 
 DEFAULT_OPSET = 17
-DEFAULT_ATOL = 1e-4
+DEFAULT_ATOL = PARITY_ATOL  # the same tolerance evaluate's parity check uses
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 REPORT_KEYS = ("dataset", "split", "num_examples", "examples", "threat_model", "attacks",

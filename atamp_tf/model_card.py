@@ -3,7 +3,8 @@
 The card is generated, never edited by hand, so it can only say what the manifest says.
 """
 
-_ATTACK_ORDER = ("natural", "fgsm", "pgd20", "pgd100", "cw_inf", "spsa", "autoattack")
+_ATTACK_ORDER = ("natural", "fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2", "spsa", "square",
+                 "autoattack")
 
 
 def _fraction(value):

@@ -196,6 +196,13 @@ def test_compile_refuses_a_loss():
         AMPModel(tiny_mlp()).compile("sgd", loss="mse")
 
 
+@pytest.mark.parametrize("name", ["metrics", "weighted_metrics"])
+def test_compile_refuses_metrics_it_would_ignore(name):
+    with pytest.raises(ValueError, match=name):
+        AMPModel(tiny_mlp()).compile("sgd", **{name: ["accuracy"]})
+    AMPModel(tiny_mlp()).compile("sgd", **{name: None})  # what load_model passes back
+
+
 def _digits(n=512):
     from sklearn.datasets import load_digits
     d = load_digits()

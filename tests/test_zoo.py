@@ -377,3 +377,15 @@ def test_file_url_missing_file_is_a_clear_download_error(published, tmp_path):
     with pytest.raises(zoo.ZooDownloadError, match="not-there.onnx"):
         the_zoo.download(NAME)
     assert _cache_files(the_zoo) == []
+
+
+def test_card_lists_every_suite_attack_in_the_suite_order():
+    """The card's attack order knows every attack the suite can run (CW-L2 included), so an
+    L2 card does not list CW-L2 after AutoAttack."""
+    from atamp_tf.attacks import suite
+    assert set(suite.LABELS) <= set(model_card._ATTACK_ORDER)  # pylint: disable=protected-access
+
+
+def test_evaluate_and_export_share_one_parity_tolerance():
+    from atamp_tf import evaluate
+    assert export.DEFAULT_ATOL == evaluate.PARITY_ATOL == 1e-4
