@@ -28,6 +28,7 @@ from atamp_tf.checkpoints import checkpoint_path, run_dir_of
 from atamp_tf.checkpoints import read_run_config as _read_run_config
 
 DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
+MODEL_CHECK_EXAMPLES = 200  # examples the model checks (sanity.check_model) run on
 PARITY_ATOL = 1e-4  # largest |Keras - ONNX| logit difference accepted as the same model
 # (export's default too, atamp_tf.export.DEFAULT_ATOL: one tolerance, the README's)
 NEEDS_GRADIENTS = ("fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
@@ -290,6 +291,12 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
                      results[name]["num_correct"], len(x), seconds)
     accuracy = {name: r["accuracy"] for name, r in results.items()}
     checks += sanity.check_accuracies(accuracy, len(x))
+    if "keras" in targets:
+        subset = slice(0, min(len(x), MODEL_CHECK_EXAMPLES))
+        checks += sanity.check_model(targets["keras"].logits_fn, x[subset], y[subset], norm=norm)
+    square_fooled = results.get("autoattack", {}).get("fooled_first_by", {}).get("square")
+    if square_fooled is not None:
+        checks.append(sanity.check_square_after_white_box(square_fooled, len(x)))
     sanity.warn_failures(checks)
     return {
         "threat_model": {"norm": norm, "eps": float(eps)},

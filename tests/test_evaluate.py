@@ -230,6 +230,12 @@ def test_autoattack_components_subset_runs_only_those_and_says_so(saved):
     assert attack["settings"]["components"] == ["apgd-ce"]
     assert set(attack["accuracy_after"]) == {"clean", "apgd-ce"}
     assert report["accuracy"]["autoattack"] <= report["accuracy"]["natural"]
+    # the reference's model checks ran on the Keras model, and pass on this plain network
+    model_checks = {c["name"]: c["passed"] for c in report["checks"]
+                    if c["name"].startswith("model:")}
+    assert model_checks == {"model:deterministic": True, "model:outputs_logits": True,
+                            "model:nonzero_gradients": True,
+                            "model:unbounded_attack_succeeds": True}
     # a reduced AutoAttack is never labelled standard (the reference's name: custom)
     assert attack["settings"]["version"] == attack["autoattack_settings"]["version"] == "custom"
     with pytest.raises(ValueError, match="components"):

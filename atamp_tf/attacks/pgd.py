@@ -42,7 +42,7 @@ def pgd(logits_fn, x, y, *, eps, step_size, steps, norm, loss_fn=None, random_st
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
             loss = tf.reduce_sum(loss_fn(logits_fn(x_adv), y))
-        grad = tape.gradient(loss, x_adv)
+        grad = tape.gradient(loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         x_next = x_adv + projections.steepest_step(grad, step_size=step_size, norm=norm)
         return i + 1, projections.project(x_next, x, eps=eps, norm=norm)
 

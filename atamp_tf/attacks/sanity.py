@@ -8,6 +8,12 @@ robustness"; AutoAttack's own checks), run on every report.
   the AutoAttack ensemble <= every white-box attack);
 - black-box attacks (SPSA, Square) are not clearly stronger than the best white-box attack:
   if they are, the gradients the white-box attacks follow are likely masked.
+- the model itself, as the reference AutoAttack's checks.py does (`check_model`): two
+  identical calls give identical logits (a randomised defence needs the `rand` version), the
+  outputs are not probabilities (rows in [0, 1] summing to 1: the attacks' losses expect
+  logits), no example has an all-zero input gradient, and PGD at a radius that covers the
+  whole pixel box (L-inf 1, L2 sqrt(d)) brings accuracy to 0; and, from AutoAttack's own
+  run, Square (black-box, run last) fooling examples the white-box components missed.
 Comparisons allow `tolerance(n)`: half a percent plus two examples of n, since random starts
 and random directions move a few examples either way.
 """
@@ -95,6 +101,54 @@ def check_accuracies(accuracy, n):
                     detail = "possible gradient masking: " + detail
                 checks.append(Check(f"gradient_masking:{name}", passed, detail))
     return checks
+
+
+def check_model(logits_fn, x, y, *, norm):
+    """The reference AutoAttack's model checks on (x, y) (numpy, a few hundred examples):
+    `logits_fn` maps a float32 batch to logits (a TF-traceable callable, e.g. a Keras model
+    in inference mode). Returns a list of Checks."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from atamp_tf.attacks.pgd import pgd  # pylint: disable=import-outside-toplevel
+    x = tf.constant(np.asarray(x, np.float32))
+    y = tf.constant(np.asarray(y, np.int32))
+    first, second = np.asarray(logits_fn(x)), np.asarray(logits_fn(x))
+    checks = [Check("model:deterministic", bool(np.array_equal(first, second)),
+                    f"two identical calls differ by at most {np.abs(first - second).max():.3g} "
+                    "(a randomised model needs AutoAttack's rand version)")]
+    probabilities = bool(first.min() >= 0 and first.max() <= 1
+                         and np.allclose(first.sum(axis=1), 1.0, atol=1e-4))
+    checks.append(Check("model:outputs_logits", not probabilities,
+                        "the outputs are rows in [0, 1] summing to 1: probabilities, not logits"
+                        if probabilities else "outputs are not probability rows"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits_fn(x)))
+    grad = tape.gradient(loss, x)
+    grad = np.zeros(x.shape, np.float32) if grad is None else grad.numpy()
+    zero = int((np.abs(grad).reshape(len(grad), -1).sum(axis=1) == 0).sum())
+    checks.append(Check("model:nonzero_gradients", zero == 0,
+                        f"{zero} of {len(grad)} examples have an all-zero input gradient"))
+    dims = float(np.prod(x.shape[1:]))
+    eps = 1.0 if norm == "linf" else float(np.sqrt(dims))
+    x_adv = pgd(logits_fn, x, y, eps=eps, step_size=eps / 8, steps=20, norm=norm,
+                random_start=False)
+    acc = float((np.asarray(logits_fn(x_adv)).argmax(1) == y.numpy()).mean())
+    checks.append(Check("model:unbounded_attack_succeeds", acc <= tolerance(len(grad)),
+                        f"PGD-20 at {norm} eps {eps:.4g} (the whole pixel box) leaves accuracy "
+                        f"{acc:.4f}; it should be 0 (tolerance {tolerance(len(grad)):.4f})"))
+    return checks
+
+
+SQUARE_ALPHA = 0.002  # the reference's allowance for Square after the white-box components
+
+
+def check_square_after_white_box(square_fooled, n):
+    """AutoAttack runs Square last, on what the white-box components left robust: more than
+    a fraction SQUARE_ALPHA of the examples fooled there means they missed points, a sign of
+    masked gradients (the reference's check_square_sr)."""
+    return Check("autoattack:square_after_white_box", square_fooled <= SQUARE_ALPHA * n,
+                 f"Square fooled {square_fooled} of {n} examples the white-box components "
+                 f"missed (allowed {SQUARE_ALPHA:.1%})")
 
 
 def warn_failures(checks):
