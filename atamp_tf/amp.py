@@ -10,8 +10,9 @@ Decisions (WORKSPACE.md, "Decisions"): the attack runs with BatchNorm in trainin
 statistics) without touching the moving statistics; those are updated once per step, from a
 training-mode pass at theta on x' (the weights that evaluation and export use): AMP's first
 ascent pass, or the descent pass when Delta is 0. The logged `loss` and `adv_acc` are those
-of the descent pass, so under AMP they are measured at theta + Delta. Under tf.distribute the ascent gradient b is summed over replicas
-before any norm is taken, so Delta is the one a single device computes on the global batch.
+of the descent pass, so under AMP they are measured at theta + Delta. Under tf.distribute the
+ascent gradient b is summed over replicas before any norm is taken, so Delta is the one a
+single device computes on the global batch.
 """
 import keras
 import tensorflow as tf
@@ -284,7 +285,7 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         if extra is not None:
             grads = [g + e for g, e in zip(grads, extra)]
         self.optimizer.apply_gradients(zip(grads, variables))
-        if theta_state is not None and use_theta_state is not None:
+        if use_theta_state is not None:  # single device with warm-up: theta's pass if AMP ran
             new_state = [tf.where(use_theta_state, a, b) for a, b in zip(theta_state, new_state)]
         elif theta_state is not None:
             new_state = theta_state
