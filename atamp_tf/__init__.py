@@ -16,19 +16,20 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 __version__ = "0.1.0"
 
 _LAZY = {
-    "AMPModel": "atamp_tf.amp",
+    "AMPModel": "atamp_tf.train.amp",
     "build_model": "atamp_tf.models",
     "make_dataset": "atamp_tf.data",
     "load_arrays": "atamp_tf.data",
     "get_spec": "atamp_tf.data",
 }
 
-__all__ = sorted(_LAZY) + ["register_keras_objects"]
+__all__ = ["AMPModel", "build_model", "get_spec", "load_arrays", "make_dataset",
+           "register_keras_objects"]
 
 
 def register_keras_objects():
     """Import the modules whose Keras classes `.keras` files refer to."""
-    importlib.import_module("atamp_tf.amp")
+    importlib.import_module("atamp_tf.train.amp")
     importlib.import_module("atamp_tf.models")
 
 

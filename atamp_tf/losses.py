@@ -5,10 +5,11 @@ minimise, and what AMP's weight ascent maximises). All return one value per exam
 train step reduces them.
   AT     (Madry et al.):  inner CE(f(x'), y);  outer CE(f(x'), y)
   TRADES (Zhang et al.):  inner KL(f(x) || f(x'));  outer CE(f(x), y) + beta KL(f(x) || f(x'))
-  MART   (Wang et al.):   inner CE(f(x'), y);  outer BCE(f(x'), y) + lambda KL(f(x)||f(x')) (1 - f(x)_y)
+  MART   (Wang et al.):   inner CE(f(x'), y);
+                          outer BCE(f(x'), y) + lambda KL(f(x)||f(x')) (1 - f(x)_y)
 """
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

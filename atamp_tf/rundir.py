@@ -6,7 +6,8 @@ Layout (WORKSPACE.md, "Run directory"):
 metrics.csv, one row per epoch: epoch (1-based); lr (at the epoch's first step); train_loss
 and train_adv_acc (running means over the epoch's training batches, adversarial examples made
 on the fly; under AMP measured at the perturbed weights theta + Delta of the descent pass, not
-at theta, so they are not comparable with a delta = 0 run's); train_natural_acc, train_robust_acc, test_natural_acc, test_robust_acc (fixed
+at theta, so they are not comparable with a delta = 0 run's); train_natural_acc,
+train_robust_acc, test_natural_acc, test_robust_acc (fixed
 subsets, measured after the epoch, accuracies as fractions); robust_gap = train_robust_acc -
 test_robust_acc; seconds (the epoch's wall time, evaluation included).
 Every file is written to a temporary name and renamed into place, so a run killed at any
@@ -19,6 +20,7 @@ it after it is saved, and rewritten from it on resume, so they can never hold an
 state does not.
 """
 import csv
+import hashlib
 import io
 import json
 import os
@@ -55,6 +57,15 @@ class RunPaths:
     def make(self):
         for path in (self.root, self.checkpoints, self.state, self.plots):
             os.makedirs(path, exist_ok=True)
+
+
+def sha256_file(path, chunk_size=1 << 20):
+    """Hex sha256 of the file at path, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_finished_run(run_dir, flag):
@@ -196,7 +207,7 @@ def save_state(state_dir, model, meta):
 def _drop_others(state_dir, keep):
     for entry in os.listdir(state_dir):
         path = os.path.join(state_dir, entry)
-        if entry != keep and entry != "latest" and os.path.isdir(path):
+        if entry not in (keep, "latest") and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
 
 

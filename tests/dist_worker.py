@@ -17,6 +17,7 @@ if MODE == "mirrored":
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
+
 from atamp_tf import AMPModel  # noqa: E402
 
 
@@ -47,7 +48,8 @@ def train(strategy, batchnorm=False, epochs=1, warmup=0):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     if MODE == "multi_worker":
         options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = policy
         ds = ds.with_options(options)
     hist = model.fit(ds, epochs=epochs, verbose=0)
     return model, hist.history["loss"]

@@ -1,11 +1,11 @@
 """AMPModel: Algorithm 1 against an independent float64 implementation, and Keras integration."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from atamp_tf import AMPModel
-from atamp_tf import weight_perturbation
+from atamp_tf.train import weight_perturbation
 
 IN_SHAPE = (3, 3, 1)
 CLASSES = 3
@@ -106,7 +106,7 @@ def test_one_amp_step_matches_float64_reference(norm, eps, alpha, n_inner, scope
     plain = _ref_amp_step([tf.constant(t) for t in w0], tf.constant(x, tf.float64),
                           tf.constant(y), eps=eps, alpha=alpha, steps=steps, norm=norm,
                           delta=0.0, xi=xi, n_inner=1, scope=scope, lr=lr)
-    for got, want, base in zip(net.trainable_variables, expected, plain):
+    for got, want in zip(net.trainable_variables, expected):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
     # AMP must matter here, or the comparison above proves nothing about Delta.
     assert max(np.abs(e.numpy() - p.numpy()).max() for e, p in zip(expected, plain)) > 1e-4
@@ -247,8 +247,8 @@ def test_batchnorm_statistics_updated_once_per_step_from_the_adversarial_pass(me
     model.compile(keras.optimizers.SGD(0.0))
     theta = [v.value for v in net.trainable_variables]
     state = [v.value for v in net.non_trainable_variables]
-    from atamp_tf.attacks.pgd import pgd
     from atamp_tf import losses
+    from atamp_tf.attacks.pgd import pgd
     logits_nat = net.stateless_call(theta, state, x, training=True)[0]
     inner = losses.get_method(method).inner
     x_adv = pgd(lambda z: net.stateless_call(theta, state, z, training=True)[0], x, y, eps=0.1,
@@ -277,8 +277,8 @@ def test_batchnorm_statistics_come_from_theta_not_theta_plus_delta(method, warmu
     model.compile(keras.optimizers.SGD(0.0))
     theta = [v.value for v in net.trainable_variables]
     state = [v.value for v in net.non_trainable_variables]
-    from atamp_tf.attacks.pgd import pgd
     from atamp_tf import losses
+    from atamp_tf.attacks.pgd import pgd
     meth = losses.get_method(method)
     logits_nat = net.stateless_call(theta, state, x, training=True)[0]
     x_adv = pgd(lambda z: net.stateless_call(theta, state, z, training=True)[0], x, y, eps=0.1,
@@ -286,7 +286,8 @@ def test_batchnorm_statistics_come_from_theta_not_theta_plus_delta(method, warmu
                 loss_fn=lambda lg, yy: meth.inner(lg, yy, logits_nat))
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        nat = net.stateless_call(theta, state, x, training=True)[0] if meth.outer_needs_natural else None
+        nat = (net.stateless_call(theta, state, x, training=True)[0]
+               if meth.outer_needs_natural else None)
         adv = net.stateless_call(theta, state, x_adv, training=True)[0]
         loss = tf.reduce_mean(meth.outer(nat, adv, y, beta=6.0, mart_lambda=5.0))
     grads = tape.gradient(loss, theta)

@@ -267,7 +267,7 @@ def test_ensemble_takes_the_worst_case_per_example(linear):
     _assert_valid(fn, res.x_adv, x, y, ~res.robust_mask, "linf", eps)
 
     alone = {c: autoattack(fn, x, y, components=(c,), **kwargs) for c in ("apgd-ce", "square")}
-    for c, r in alone.items():
+    for r in alone.values():
         assert res.accuracy <= r.accuracy
         assert r.accuracy > res.accuracy  # each alone misses what the other finds
     np.testing.assert_array_equal(

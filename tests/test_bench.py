@@ -1,4 +1,4 @@
-"""atamp_tf.bench: the report's structure, the FLOP arithmetic, the torch-reference plumbing and
+"""atamp_tf.tools.bench: the report's structure, the FLOP arithmetic, the torch-reference plumbing,
 the CLI, on tiny settings. No timing assertions: only that times are measured and positive."""
 import dataclasses
 import json
@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from atamp_tf import bench
+from atamp_tf.tools import bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(arch="small_cnn", width=2, image_size=8, batch_size=8, attack_steps=1, steps=2,
@@ -107,7 +107,7 @@ def test_torch_reference_failure_is_reported(tmp_path):
     with pytest.raises(RuntimeError, match="no torch here"):
         bench.run_torch_reference(sys.executable, width=4, batch_size=8, attack_steps=1,
                                   amp=False, script=str(script))
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(ValueError, match="--torch_script: no such file"):
         bench.run_torch_reference(sys.executable, width=4, batch_size=8, attack_steps=1,
                                   amp=False, script=str(tmp_path / "missing.py"))
 
@@ -131,7 +131,8 @@ def test_cli_writes_json(tmp_path):
 
 
 @pytest.mark.parametrize("flags,isa", [(["fpu", "avx2", "avx512f", "amx_tile"], "AMX"),
-                                       (["avx2", "avx512f"], "AVX-512"), (["sse4_2", "avx2"], "AVX2"),
+                                       (["avx2", "avx512f"], "AVX-512"),
+                                       (["sse4_2", "avx2"], "AVX2"),
                                        (["sse4_2"], "other")])
 def test_cpu_isa_names_the_widest_vector_unit(flags, isa):
     assert bench.cpu_isa(flags) == isa

@@ -34,7 +34,8 @@ def test_mirrored_two_cpus_equals_one_device(tmp_path, scope):
     assert np.all(np.isfinite(r["bn_loss"]))
     # AMP switched on after a warm-up (masked Delta under replicas, tf.cond on one device).
     np.testing.assert_allclose(r["mirrored_warm"], r["single_warm"], rtol=1e-5, atol=1e-6)
-    assert np.abs(r["single_warm"] - r["single"]).max() > 1e-6  # BatchNorm statistics update under mirrored
+    # BatchNorm statistics update under mirrored
+    assert np.abs(r["single_warm"] - r["single"]).max() > 1e-6
 
 
 def _free_ports(n):

@@ -12,8 +12,8 @@ import tensorflow as tf
 from absl import flags
 
 from atamp_tf import data, evaluate
-from atamp_tf.attacks import suite
 from atamp_tf.attacks import spsa as spsa_lib
+from atamp_tf.attacks import suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE3_HEADER = ("| Defense | Natural | FGSM | PGD-20 | PGD-100 | CW-inf | SPSA | AutoAttack |")
@@ -207,7 +207,7 @@ def test_cli_rejects_a_bad_flag_with_a_message_naming_it(saved, tmp_path):
 
 def test_importing_the_library_defines_no_flags():
     defined_by = flags.FLAGS.flags_by_module_dict()
-    assert not defined_by.get("atamp_tf.evaluate")  # they live in atamp_tf.evaluate_cli
+    assert not defined_by.get("atamp_tf.evaluate")  # they live in atamp_tf.evaluate.cli
     assert not defined_by.get(evaluate.__name__)
 
 

@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 
 from atamp_tf import config as cfg
-from atamp_tf import flags_def
+from atamp_tf.train import flags as flags_def
 
 FV = flags_def.define_flags(flags.FlagValues())  # not absl's global FLAGS: no clashes
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,8 @@ def parse(*args):
 
 # ----- the name lists mirror the library ----------------------------------------------------
 def test_name_lists_match_the_library():
-    from atamp_tf import amp, data, losses, models, weight_perturbation
+    from atamp_tf import data, losses, models
+    from atamp_tf.train import amp, weight_perturbation
     for name in cfg.DATASETS:
         assert data.get_spec(name).name == name
     assert set(cfg.DATASETS) == set(data._SPECS)  # pylint: disable=protected-access

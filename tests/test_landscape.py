@@ -4,13 +4,13 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
-from atamp_tf import landscape
 from atamp_tf.attacks.pgd import pgd
 from atamp_tf.losses import cross_entropy
+from atamp_tf.tools import landscape
 
 ATTACK = dict(norm="linf", eps=0.1, step_size=0.03, steps=3)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,7 +1,6 @@
 """The reference AutoAttack's model checks (sanity.check_model, check_square_after_white_box):
 a model built to trip each one trips it, and a plain trained network passes them all."""
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 

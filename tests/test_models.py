@@ -333,6 +333,7 @@ def test_fused_batchnorm_equals_keras_batchnorm_under_stateless_call():
     """The fused training-mode kernel gives Keras' outputs, moving statistics and gradients,
     and reads perturbed weights passed to stateless_call (AMP's theta + Delta)."""
     import tensorflow as tf
+
     from atamp_tf.models.layers import FusedBatchNormalization
 
     def net(cls):

@@ -1,8 +1,8 @@
 """The training-time PGD: stays in the eps-ball and [0,1], and raises the loss."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from atamp_tf.attacks import projections
 from atamp_tf.attacks.pgd import pgd

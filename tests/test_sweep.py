@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from atamp_tf import rundir, sweep
+from atamp_tf import rundir
+from atamp_tf.tools import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIME = {"method": "at", "dataset": "cifar10", "norm": "l2", "eps_text": "128/255",

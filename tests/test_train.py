@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from absl import flags
 
-from atamp_tf import callbacks, data, flags_def, plots, rundir, training
+from atamp_tf import data, plots, rundir
+from atamp_tf.train import callbacks, training
+from atamp_tf.train import flags as flags_def
 
 FV = flags_def.define_flags(flags.FlagValues())  # not absl's global FLAGS: no clashes
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -253,7 +255,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from absl import app
-from atamp_tf import train
+from atamp_tf.train import cli as train
 app.run(train.main, argv=["train", *sys.argv[1:]])
 """
 

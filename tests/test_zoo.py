@@ -12,9 +12,11 @@ import threading
 import numpy as np
 import onnxruntime
 import pytest
-
 import zoo_helpers
-from atamp_tf import export, model_card, zoo, zoo_manifest
+
+from atamp_tf import export, zoo
+from atamp_tf.zoo import cards as model_card
+from atamp_tf.zoo import manifest as zoo_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get("ATAMP_TF_NPZ_ROOT",
@@ -152,7 +154,7 @@ def test_zoo_cli_list_verify_evaluate(published, tmp_path):
     correct = round(published["entry"]["metrics"]["accuracy"]["natural"] * n)
     assert f"({correct}/{n}) vs recorded" in evaluated.stdout and "reproduced" in evaluated.stdout
     unknown = cli("verify", "nope")
-    assert unknown.returncode == 1 and "UnknownModelError: no model 'nope'" in unknown.stderr
+    assert unknown.returncode == 2 and "error: no model 'nope'" in unknown.stderr
 
 
 # ---------------------------------------------------------------- manifest schema

@@ -54,7 +54,7 @@ def make_report(model, x, y, *, norm="linf", eps=0.1):
     }
 
 
-# The run_config.json fields export reads, as atamp_tf.training writes them.
+# The run_config.json fields export reads, as atamp_tf.train writes them.
 RUN_CONFIG = {"dataset": "digits", "npz_dir": None, "data_dir": None, "arch": "tiny_cnn",
               "width": 8, "depth": None, "num_classes": 10, "input_shape": [8, 8, 1],
               "norm": "linf", "eps": 0.1, "step_size": 0.025, "attack_steps": 10,

@@ -191,9 +191,12 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
         if verbose:
             print(f"robust accuracy after {name.upper()}: {robust.mean():.2%}", flush=True)
 
-    mean = (lambda m: float(m.mean()) if len(m) else 0.0)
+    def mean(m):
+        return float(m.mean()) if len(m) else 0.0
+
     settings = {
-        "version": version_label(version, components, n_iter, n_queries), "norm": norm, "eps": float(eps), "components": list(components),
+        "version": version_label(version, components, n_iter, n_queries), "norm": norm,
+        "eps": float(eps), "components": list(components),
         "n_iter": int(n_iter), "n_queries": int(n_queries), "n_target_classes": n_targets,
         "apgd": {"restarts": 1, "rho": 0.75, "initial_step": "2 * eps"},
         "fab": dict(FAB_SETTINGS), "square": dict(SQUARE_SETTINGS), "seed": int(seed),

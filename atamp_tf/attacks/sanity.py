@@ -108,6 +108,7 @@ def check_model(logits_fn, x, y, *, norm):
     `logits_fn` maps a float32 batch to logits (a TF-traceable callable, e.g. a Keras model
     in inference mode). Returns a list of Checks."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     from atamp_tf.attacks.pgd import pgd  # pylint: disable=import-outside-toplevel
     x = tf.constant(np.asarray(x, np.float32))
     y = tf.constant(np.asarray(y, np.int32))

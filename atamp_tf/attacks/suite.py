@@ -115,7 +115,8 @@ def attack_settings(name, *, norm, eps, settings=SuiteSettings()):
                 "implementation": "cleverhans fast_gradient_method + clip_eta in tf.while_loop"}
     if name == "spsa":
         return {**common, "steps": settings.spsa_steps,
-                "learning_rate": settings.spsa_learning_rate, "delta": settings.spsa_delta, "num_samples": settings.spsa_samples,
+                "learning_rate": settings.spsa_learning_rate, "delta": settings.spsa_delta,
+                "num_samples": settings.spsa_samples,
                 "early_stop": settings.spsa_early_stop, "loss": "margin",
                 "implementation": "atamp_tf.attacks.spsa (batched CleverHans spsa, issue 1087 "
                                   "fixed)"}

@@ -6,7 +6,7 @@ a graph with one input `images` (float32 [batch, H, W, C] in [0, 1], dynamic bat
 output `logits`, then compares Keras and onnxruntime logits on real examples and raises
 ParityError unless they agree. `export_to_zoo` adds the model card and manifest entry, with
 metrics taken from an evaluation report.json. Command line: `python -m atamp_tf.export`
-(flags in atamp_tf.export_cli).
+(flags in atamp_tf.export.cli).
 """
 import dataclasses
 import datetime
@@ -18,9 +18,11 @@ import subprocess
 
 import numpy as np
 
-from atamp_tf import model_card, zoo_manifest
+from atamp_tf.checkpoints import load_keras_model
 from atamp_tf.evaluate import PARITY_ATOL
-from atamp_tf.zoo import load_keras_file, sha256_file
+from atamp_tf.rundir import sha256_file
+from atamp_tf.zoo import cards as model_card
+from atamp_tf.zoo import manifest as zoo_manifest
 
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = PARITY_ATOL  # the same tolerance evaluate's parity check uses
@@ -71,8 +73,9 @@ def _check_images(x, hwc, what):
     """x as a float32 array of NHWC images in [0, 1] matching hwc; ValueError otherwise."""
     x = np.asarray(x)
     if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != tuple(hwc) or len(x) == 0:
-        raise ValueError(f"{what}: expected float32 images of shape [n>0, {', '.join(map(str, hwc))}]"
-                         f", got {x.dtype} {x.shape}.")
+        shape = ", ".join(map(str, hwc))
+        raise ValueError(f"{what}: expected float32 images of shape [n>0, {shape}], "
+                         f"got {x.dtype} {x.shape}.")
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise ValueError(f"{what}: pixels must be finite and in [0, 1], got range "
                          f"[{x.min()}, {x.max()}].")
@@ -255,7 +258,7 @@ def metrics_from_report(report, meta, *, where="report.json"):
 
 def git_code_version():
     """HEAD commit of the checkout this package runs from, "-dirty" if atamp_tf/ has edits."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     def git(*args):
         return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
@@ -341,7 +344,7 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
     if len(x) != n or len(y) != n:
         raise ValueError(f"report examples: the report covers {n} examples "
                          f"({metrics['examples']}), got {len(x)} images and {len(y)} labels.")
-    model = load_keras_file(keras_path)
+    model = load_keras_model(keras_path)
     onnx_path = os.path.join(out_dir, f"{name}.onnx")
     # Staged beside the published file, which is replaced only once every check has passed.
     staged = os.path.join(out_dir, f".{name}.onnx.staged")
@@ -381,8 +384,3 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
     add_manifest_entry(manifest_path, entry)
     return entry
 
-
-if __name__ == "__main__":
-    from atamp_tf import export_cli  # pylint: disable=import-outside-toplevel
-
-    export_cli.run()

@@ -10,11 +10,9 @@ rather than in atamp_tf.export so that importing the library defines no absl fla
 """
 import os
 
-import sys
-
 from absl import app, flags
 
-from atamp_tf import checkpoints, export, rundir
+from atamp_tf import checkpoints, cli, export, rundir
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Training run directory (atamp_tf.train).")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
@@ -101,12 +99,8 @@ def _default_report():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    try:
-        _export()
-    except (ValueError, OSError, export.ExportError) as err:  # one line, no traceback
-        sys.exit(f"error: {type(err).__name__}: {err}")
+    cli.no_positional(argv)
+    _export()
 
 
 def _export():
@@ -138,8 +132,4 @@ def _export():
 
 
 def run():
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+    cli.run(main, errors=(export.ExportError,))

@@ -17,11 +17,11 @@ single device computes on the global batch.
 import keras
 import tensorflow as tf
 
-from atamp_tf import losses, weight_perturbation
-from atamp_tf._keras_compat import (replica_count, scale_loss_for_distribution,
-                                    MultiWorkerFitMixin)
-from atamp_tf.attacks.pgd import pgd
+from atamp_tf import losses
+from atamp_tf._keras_compat import MultiWorkerFitMixin, replica_count, scale_loss_for_distribution
 from atamp_tf.attacks import projections
+from atamp_tf.attacks.pgd import pgd
+from atamp_tf.train import weight_perturbation
 
 ATTACK_BN_MODES = ("train", "eval")
 
@@ -62,7 +62,8 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
             raise ValueError(f"network must be a keras.Model, got {type(network).__name__}")
         self.network = network
         self.method, self.norm = method, norm
-        self.eps, self.step_size, self.attack_steps = float(eps), float(step_size), int(attack_steps)
+        self.eps, self.step_size = float(eps), float(step_size)
+        self.attack_steps = int(attack_steps)
         self.random_start, self.attack_bn = bool(random_start), attack_bn
         self.delta, self.xi, self.amp_steps = float(delta), float(xi), int(amp_steps)
         self.amp_scope, self.amp_warmup_steps = amp_scope, int(amp_warmup_steps)
@@ -128,7 +129,8 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
     # ----- pieces of the step ---------------------------------------------------------------
     def _seed(self, stream):
         """A stateless seed unique to (model seed, stream, optimiser step, replica)."""
-        step = tf.cast(self.optimizer.iterations, tf.int64) if self.optimizer else tf.constant(0, tf.int64)
+        step = (tf.cast(self.optimizer.iterations, tf.int64) if self.optimizer
+                else tf.constant(0, tf.int64))
         seed = tf.stack([tf.constant(self.seed * 7919 + stream, tf.int64), step])
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:

@@ -13,7 +13,6 @@ again. Command line: `python -m atamp_tf.zoo list | info | download | verify | e
 """
 import copy
 import dataclasses
-import hashlib
 import logging
 import os
 import pathlib
@@ -23,12 +22,14 @@ import urllib.request
 
 import numpy as np
 
-from atamp_tf import zoo_manifest
-from atamp_tf.zoo_manifest import ManifestError, validate_manifest  # noqa: F401  (public API)
+from atamp_tf.checkpoints import load_keras_model
+from atamp_tf.rundir import sha256_file  # noqa: F401  (public here too)
+from atamp_tf.zoo import manifest as zoo_manifest
+from atamp_tf.zoo.manifest import ManifestError, validate_manifest  # noqa: F401  (public API)
 
 CACHE_ENV = "ATAMP_TF_CACHE"
 MANIFEST_ENV = "ATAMP_TF_ZOO_MANIFEST"
-REPO_MANIFEST = pathlib.Path(__file__).resolve().parent.parent / "zoo" / "manifest.json"
+REPO_MANIFEST = pathlib.Path(__file__).resolve().parents[2] / "zoo" / "manifest.json"
 DOWNLOAD_TIMEOUT_SECONDS = 60
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,6 @@ class ZooDownloadError(ZooError):
 
 class ZooIntegrityError(ZooError):
     """A fetched file or model does not match what the manifest records."""
-
-
-def sha256_file(path, chunk_size=1 << 20):
-    """Hex sha256 of the file at path, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_cache_dir():
@@ -268,7 +260,7 @@ class Zoo:
         fetched = fetch_file(resolve_url(entry["keras_url"], self.base_dir), sha256,
                              self._cache_path(name, sha256, ".keras"),
                              what=f"model {name!r} (keras)")
-        return load_keras_file(fetched.path)
+        return load_keras_model(fetched.path)
 
     def verify(self, name):
         """Fetches model name, re-hashes it and checks size and graph I/O against the entry."""
@@ -298,16 +290,6 @@ class Zoo:
         x, y = load_arrays(entry["dataset"], metrics["split"], data_dir=data_dir,
                            npz_dir=npz_dir, num_examples=metrics["num_examples"])
         return reproduce_natural_accuracy(entry, self.load(name), x, y, batch_size=batch_size)
-
-
-def load_keras_file(path):
-    """keras.models.load_model(path) with the project's custom layers registered first."""
-    import importlib  # pylint: disable=import-outside-toplevel
-
-    import keras  # pylint: disable=import-outside-toplevel
-
-    importlib.import_module("atamp_tf.models")  # registers the project's serializable layers
-    return keras.models.load_model(path, compile=False)
 
 
 def list_models(manifest=None, cache_dir=None):
@@ -351,8 +333,3 @@ def __getattr__(attr):
         return list_models
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
-
-if __name__ == "__main__":
-    from atamp_tf import zoo_cli  # pylint: disable=import-outside-toplevel
-
-    zoo_cli.run()

@@ -12,7 +12,7 @@ import math
 import os
 
 from atamp_tf import plots, rundir
-from atamp_tf.reproduction import EVAL_COLUMNS, EVAL_NAMES, NORM_NAMES
+from atamp_tf.tools.reproduction import EVAL_COLUMNS, EVAL_NAMES, NORM_NAMES
 
 SCOPE_NAMES = {"tensor": "AMP (per tensor)", "global": "AMP (global)", "awp": "AWP scope"}
 

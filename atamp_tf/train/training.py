@@ -17,15 +17,17 @@ import dataclasses
 import importlib.util
 import os
 
-from absl import logging
-
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from atamp_tf import callbacks, config as cfg, data, rundir, strategy as strategies
-from atamp_tf.amp import AMPModel
+from atamp_tf import config as cfg
+from atamp_tf import data, rundir
+from atamp_tf import strategy as strategies
 from atamp_tf.models import build_model
+from atamp_tf.train import callbacks
+from atamp_tf.train.amp import AMPModel
 
 _FLAGS_HEADER = ("# Flags of this run, written by python -m atamp_tf.train; reproduce or resume "
                  "it with\n#   python -m atamp_tf.train --flagfile={path}\n")
@@ -65,7 +67,8 @@ def train_dataset(config, seed):
         config.dataset, "train", batch_size=config.batch_size, training=True,
         data_dir=config.data_dir, npz_dir=config.npz_dir, seed=seed, crop=config.crop,
         flip=config.flip, cutout=config.cutout, crop_padding=config.crop_padding,
-        crop_pad_mode=config.crop_pad_mode, num_examples=config.train_examples or None, extra_npz=config.extra_npz,
+        crop_pad_mode=config.crop_pad_mode, num_examples=config.train_examples or None,
+        extra_npz=config.extra_npz,
         extra_fraction=config.extra_fraction)
     steps = int(ds.cardinality())
     if steps < 0 and not config.steps_per_epoch:

@@ -8,11 +8,10 @@ Flags live here rather than in atamp_tf.evaluate so that importing the library d
 absl flags (the train and export CLIs define flags of the same names). Every check of a value
 is done by atamp_tf.evaluate / SuiteSettings and raises ValueError naming the flag.
 """
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from atamp_tf import evaluate
+from atamp_tf import cli, evaluate
 from atamp_tf.attacks import suite
 
 _MODEL = flags.DEFINE_string("model", None, "Run directory, .keras file or .onnx file.")
@@ -76,25 +75,17 @@ def settings_from_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        report = evaluate.evaluate_path(
-            _MODEL.value, checkpoint=_CHECKPOINT.value, keras_model=_KERAS_MODEL.value,
-            dataset=_DATASET.value, split=_SPLIT.value, data_dir=_DATA_DIR.value,
-            npz_dir=_NPZ_DIR.value, num_examples=_NUM_EXAMPLES.value, attacks=_ATTACKS.value,
-            norm=_NORM.value, eps=_EPS.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
-            output_dir=_OUTPUT_DIR.value, settings=settings_from_flags())
-    except (ValueError, OSError) as err:  # bad flag, file or model: one line, no traceback
-        sys.exit(f"error: {type(err).__name__}: {err}")
+    cli.no_positional(argv)
+    report = evaluate.evaluate_path(
+        _MODEL.value, checkpoint=_CHECKPOINT.value, keras_model=_KERAS_MODEL.value,
+        dataset=_DATASET.value, split=_SPLIT.value, data_dir=_DATA_DIR.value,
+        npz_dir=_NPZ_DIR.value, num_examples=_NUM_EXAMPLES.value, attacks=_ATTACKS.value,
+        norm=_NORM.value, eps=_EPS.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+        output_dir=_OUTPUT_DIR.value, settings=settings_from_flags())
     print(evaluate.markdown_report(report))
 
 
 
 
 def run():
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+    cli.run(main)

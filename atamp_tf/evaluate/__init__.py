@@ -9,7 +9,7 @@ an exported `.onnx` file. An ONNX model answers natural accuracy and the gradien
 they run on the `.keras` checkpoint it was exported from (--keras_model) or are skipped, and
 the report says so. Writes report.json (settings, accuracy per attack, worst case per example,
 sanity checks), report.md (the Table 3 row) and per_example.npz (correctness per attack).
-The flags live in atamp_tf.evaluate_cli, so importing this module defines no absl flags.
+The flags live in atamp_tf.evaluate.cli, so importing this module defines no absl flags.
 """
 import dataclasses
 import datetime
@@ -23,8 +23,7 @@ from absl import logging
 
 from atamp_tf import rundir
 from atamp_tf.attacks import sanity, suite
-from atamp_tf.checkpoints import load_keras_model, parse_fraction  # noqa: F401 (public here too)
-from atamp_tf.checkpoints import checkpoint_path, run_dir_of
+from atamp_tf.checkpoints import checkpoint_path, load_keras_model, parse_fraction, run_dir_of  # noqa: F401 (public here too)
 from atamp_tf.checkpoints import read_run_config as _read_run_config
 
 DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
@@ -34,6 +33,7 @@ PARITY_ATOL = 1e-4  # largest |Keras - ONNX| logit difference accepted as the sa
 NEEDS_GRADIENTS = ("fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
 
 # ---------------------------------------------------------------------------- arguments
+DEFAULT_SETTINGS = suite.SuiteSettings()  # frozen: one shared default instance
 
 def check_norm(norm):
     """Returns norm if it is linf or l2; ValueError naming --norm otherwise."""
@@ -236,7 +236,7 @@ def _craft(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, sett
 
 def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path=None,
                    num_classes=None, batch_size=128, seed=0,
-                   settings=suite.SuiteSettings(), verbose=True):
+                   settings=DEFAULT_SETTINGS, verbose=True):
     """Runs the attack suite on (x, y); returns the report dict (see module docstring).
 
     keras_model: a Keras model mapping [0,1] images to logits (white-box attacks need it).
@@ -374,7 +374,7 @@ def markdown_report(report):
                                      report["skipped"].items()] + [""]
     lines += ["## Attacks", "", "| Attack | Run on | Accuracy | Seconds | Settings |",
               "| --- | --- | ---: | ---: | --- |"]
-    for name, r in report["attacks"].items():
+    for r in report["attacks"].values():
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()
                              if k not in ("norm", "eps", "implementation"))
         lines.append(f"| {r['label']} | {r['run_on']} | {_percent(r['accuracy'])} | "
@@ -417,7 +417,7 @@ def _versions():
 def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, split="test",
                   data_dir=None, npz_dir=None, num_examples=None, attacks=None, norm=None,
                   eps=None, batch_size=128, seed=0, output_dir=None,
-                  settings=suite.SuiteSettings(), verbose=True):
+                  settings=DEFAULT_SETTINGS, verbose=True):
     """Resolves the model and data, runs the suite, writes the report; returns the report.
 
     attacks: comma string or None; eps: number, fraction string or None (run's / default).
@@ -451,7 +451,7 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
         "dataset": dataset, "split": split,
         "examples": f"{how} {len(x)} examples of the {split} split in its own order",
         **report,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
     if output_dir is None:
@@ -461,8 +461,3 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
     logging.info("wrote %s", ", ".join(paths.values()))
     return report
 
-
-if __name__ == "__main__":
-    from atamp_tf import evaluate_cli  # pylint: disable=import-outside-toplevel
-
-    evaluate_cli.run()

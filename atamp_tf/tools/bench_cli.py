@@ -5,12 +5,13 @@ Example (the project's reference setting, a few minutes on 2 cores):
       --attack_steps=10 --method=at --output=bench.json \
       --torch_python=../torch-ref/bin/python
 
-Flags live here rather than in atamp_tf.bench so that importing the library defines no absl
+Flags live here rather than in atamp_tf.tools.bench so that importing the library defines no absl
 flags (the train and evaluate CLIs define flags of the same names).
 """
-from absl import app, flags
+from absl import flags
 
-from atamp_tf import bench
+from atamp_tf import cli
+from atamp_tf.tools import bench
 
 _D = bench.BenchSettings()
 _ARCH = flags.DEFINE_string("arch", _D.arch, "Network (atamp_tf.models.ARCHITECTURES).")
@@ -52,10 +53,10 @@ _PEAK_SIZE = flags.DEFINE_integer("peak_matmul_size", _D.peak_matmul_size,
                                   lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", _D.seed, "Seed of the weights and the synthetic batch.")
 _TORCH_PYTHON = flags.DEFINE_string("torch_python", None, "A Python with torch: also run "
-                                    "../shared/bench/torch_ref_step.py for both variants and "
-                                    "report our speedup.")
-_TORCH_SCRIPT = flags.DEFINE_string("torch_script", bench.DEFAULT_TORCH_SCRIPT,
-                                    "The torch reference script.")
+                                    "--torch_script for both variants and report our speedup.")
+_TORCH_SCRIPT = flags.DEFINE_string("torch_script", None, "With --torch_python: the torch "
+                                    "yardstick script (../shared/bench/torch_ref_step.py beside "
+                                    "a checkout).")
 _TORCH_STEPS = flags.DEFINE_integer("torch_steps", 3, "Timed steps of the torch reference.",
                                     lower_bound=1)
 _TORCH_REPEATS = flags.DEFINE_integer("torch_repeats", 2, "Runs of the torch reference per "
@@ -79,8 +80,7 @@ def settings_from_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.no_positional(argv)
     bench.set_threads(_THREADS.value, _INTER_THREADS.value)
     report = bench.run_benchmark(settings_from_flags(), torch_python=_TORCH_PYTHON.value,
                                  torch_script=_TORCH_SCRIPT.value,
@@ -93,4 +93,4 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run(main)

@@ -5,11 +5,10 @@ Flags live here rather than in atamp_tf.zoo so that importing the library define
 (two modules defining the same flag name cannot be imported into one process).
 """
 import json
-import sys
 
 from absl import app, flags, logging
 
-from atamp_tf import zoo
+from atamp_tf import cli, zoo
 
 _MANIFEST = flags.DEFINE_string("manifest", None, "Zoo manifest JSON (default: "
                                 "$ATAMP_TF_ZOO_MANIFEST, else the repository's zoo/manifest.json).")
@@ -66,18 +65,11 @@ def main(argv):
     if not args or args[0] not in COMMANDS or len(args) != (1 if args[0] == "list" else 2):
         raise app.UsageError(USAGE)
     logging.set_verbosity(logging.INFO)
-    try:
-        the_zoo = zoo.Zoo(_MANIFEST.value, _CACHE_DIR.value)
-        text, status = run_command(args[0], args[1] if len(args) > 1 else None, the_zoo)
-    except (zoo.ZooError, ValueError) as e:
-        sys.exit(f"error: {type(e).__name__}: {e}")
+    the_zoo = zoo.Zoo(_MANIFEST.value, _CACHE_DIR.value)
+    text, status = run_command(args[0], args[1] if len(args) > 1 else None, the_zoo)
     print(text)
-    sys.exit(status)
+    return status
 
 
 def run():
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+    cli.run(main, errors=(zoo.ZooError,))

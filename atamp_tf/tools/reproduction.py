@@ -1,0 +1,158 @@
+"""The reproduction report: our runs in the layout of the paper's Table 1, beside its values.
+
+`python -m atamp_tf.reproduction --runs=docs/runs/repro/a,docs/runs/repro/b,...` reads each run
+directory's `summary.json`, `run_config.json`, `metrics.csv` and `eval/report.json` (if
+evaluated) and the paper's `results.csv`, and writes into `--output_dir`:
+  - `tables.md`: Table 1's layout (best and last test robust and natural accuracy, the
+    best-last drop, the robust generalisation gap), the paper's values beside ours, then the
+    final evaluation suite of each run's best checkpoint;
+  - `curves_<dataset>_<norm>.png`: train robust, test robust and the gap per epoch, PGD-AT
+    against PGD-AT-AMP (the paper's Fig. 3 and 6).
+Every number comes from those files, so `docs/reproduction.md` can quote the tables verbatim
+(tests/test_reproduction.py checks it does). `--sweep_runs` writes the delta sweep's
+`sweep.md` and `sweep.png` as well (atamp_tf/sweep.py).
+"""
+import csv
+import os
+
+from atamp_tf import plots, rundir
+
+EVAL_COLUMNS = ("natural", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
+EVAL_NAMES = {"natural": "natural", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw_inf": "CW-inf",
+              "cw_l2": "CW-L2", "autoattack": "AutoAttack"}
+NORM_NAMES = {"linf": "L-inf", "l2": "L2"}
+
+
+class Run:
+    """One training run directory, as the report needs it."""
+
+    def __init__(self, run_dir):
+        paths = rundir.RunPaths(run_dir)
+        self.config, self.summary, self.rows = rundir.read_finished_run(run_dir, "runs")
+        self.dir = run_dir
+        self.name = os.path.basename(os.path.normpath(run_dir))
+        self.report = (rundir.read_json(paths.eval_report) if os.path.isfile(paths.eval_report)
+                       else None)
+        if self.config.get("method") != "at":
+            raise ValueError(f"--runs: {run_dir} trained with method {self.config.get('method')!r}"
+                             "; the Table 1 report covers PGD-AT and PGD-AT-AMP only")
+
+    @property
+    def method(self):
+        """The paper's method key: pgd_at or pgd_at_amp."""
+        return "pgd_at_amp" if self.config["amp_delta"] else "pgd_at"
+
+    @property
+    def label(self):
+        return "PGD-AT-AMP" if self.config["amp_delta"] else "PGD-AT"
+
+    @property
+    def key(self):
+        return (self.config["dataset"], self.config["norm"], self.method)
+
+
+def read_paper(path, table="1", arch="preact_resnet18"):
+    """{(dataset, norm, method): {"robust": (best, last), "natural": (best, last)}}."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--paper_csv: no such file {path}")
+    values = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["table"] != table or row["arch"] != arch:
+                continue
+            key = (row["dataset"], row["norm"], row["method"])
+            values.setdefault(key, {})[row["metric"]] = (float(row["best"]), float(row["last"]))
+    return values
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _paper(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _sorted(runs):
+    order = {"linf": 0, "l2": 1, "pgd_at": 0, "pgd_at_amp": 1}
+    return sorted(runs, key=lambda r: (r.config["dataset"], order.get(r.config["norm"], 9),
+                                       order[r.method], r.name))
+
+
+def table1_markdown(runs, paper):
+    """Table 1's layout: ours (percent of the per-epoch PGD-20 subset) beside the paper's."""
+    header = ("| dataset | threat | method | best robust | last robust | best - last | "
+              "best natural | last natural | gap (last) | paper best robust | "
+              "paper last robust | paper best - last | paper best natural | "
+              "paper last natural | run |")
+    lines = [header, "|" + " --- |" * 3 + " ---: |" * 11 + " --- |"]
+    for run in _sorted(runs):
+        best, last = run.summary["best"], run.summary["last"]
+        ours = [_pct(best["test_robust_acc"]), _pct(last["test_robust_acc"]),
+                _pct(best["test_robust_acc"] - last["test_robust_acc"]),
+                _pct(best["test_natural_acc"]), _pct(last["test_natural_acc"]),
+                _pct(last["robust_gap"])]
+        ref = paper.get(run.key, {})
+        robust, natural = ref.get("robust", (None, None)), ref.get("natural", (None, None))
+        drop = None if robust[0] is None else robust[0] - robust[1]
+        theirs = [_paper(robust[0]), _paper(robust[1]), _paper(drop), _paper(natural[0]),
+                  _paper(natural[1])]
+        lines.append(f"| {run.config['dataset']} | {NORM_NAMES[run.config['norm']]} "
+                     f"{run.config['eps_text']} | {run.label} | " + " | ".join(ours + theirs)
+                     + f" | `{run.name}` (best epoch {best['epoch']} of "
+                     f"{run.summary['epochs_done']}) |")
+    return "\n".join(lines)
+
+
+def evaluation_markdown(runs):
+    """The evaluation suite's accuracies (percent) for each run's evaluated checkpoint."""
+    evaluated = [r for r in _sorted(runs) if r.report is not None]
+    columns = [c for c in EVAL_COLUMNS if any(c in r.report["accuracy"] for r in evaluated)]
+    lines = ["| run | threat | method | examples | "
+             + " | ".join(EVAL_NAMES[c] for c in columns) + " | worst case | checks |",
+             "| --- | --- | --- | ---: |" + " ---: |" * (len(columns) + 1) + " --- |"]
+    for run in evaluated:
+        report = run.report
+        accuracy = report["accuracy"]
+        worst = (report.get("worst_case") or {}).get("accuracy")
+        checks = "pass" if report.get("checks_passed") else "**FAILED**"
+        lines.append(f"| `{run.name}` | {NORM_NAMES[run.config['norm']]} "
+                     f"{run.config['eps_text']} | {run.label} | {report['num_examples']} | "
+                     + " | ".join(_pct(accuracy.get(c)) for c in columns)
+                     + f" | {_pct(worst)} | {checks} |")
+    return "\n".join(lines) if evaluated else "(no run has an eval/report.json yet)"
+
+
+def tables_markdown(runs, paper):
+    """The whole tables.md text."""
+    return ("## Table 1 layout (test robust and natural accuracy, %, per-epoch PGD-20 subset)\n\n"
+            + table1_markdown(runs, paper)
+            + "\n\n## Final evaluation of the best checkpoints (%)\n\n"
+            + evaluation_markdown(runs) + "\n")
+
+
+def plot_curves(runs, output_dir):
+    """One PNG per (dataset, norm): train robust, test robust and gap, AT vs AT-AMP."""
+    groups = {}
+    for run in _sorted(runs):
+        groups.setdefault((run.config["dataset"], run.config["norm"]), []).append(run)
+    paths = []
+    for (dataset, norm), members in groups.items():
+        path = os.path.join(output_dir, f"curves_{dataset}_{norm}.png")
+        plots.plot_panels([(run.label, run.rows) for run in members], path,
+                          metrics=("train_robust_acc", "test_robust_acc", "robust_gap"),
+                          title=f"{dataset} {NORM_NAMES[norm]} {members[0].config['eps_text']}")
+        paths.append(path)
+    return paths
+
+
+def write_report(run_dirs, paper_csv, output_dir):
+    """Writes tables.md and the curve PNGs; returns their paths."""
+    if not run_dirs:
+        raise ValueError("--runs: give at least one run directory")
+    runs = [Run(d) for d in run_dirs]
+    paper = read_paper(paper_csv)
+    os.makedirs(output_dir, exist_ok=True)
+    tables = os.path.join(output_dir, "tables.md")
+    rundir.atomic_write_text(tables, tables_markdown(runs, paper))
+    return [tables] + plot_curves(runs, output_dir)
