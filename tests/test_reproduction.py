@@ -80,7 +80,8 @@ def test_cli_writes_tables_and_curves_and_refuses_bad_runs(tmp_path):
     text = (out / "tables.md").read_text()
     assert "| cifar10 | L2 128/255 | PGD-AT | 30.0 | 30.0 | 0.0 |" in text
     assert "no run has an eval/report.json yet" in text
-    bad = subprocess.run(cmd[:3] + [f"--runs={tmp_path / 'missing'}", f"--output_dir={out}"],
+    bad = subprocess.run(cmd[:3] + [f"--runs={tmp_path / 'missing'}", cmd[4],
+                                    f"--output_dir={out}"],
                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert bad.returncode != 0
     assert "--runs" in bad.stderr and "summary.json" in bad.stderr
