@@ -29,7 +29,7 @@ from atamp_tf.zoo.manifest import ManifestError, validate_manifest  # noqa: F401
 
 CACHE_ENV = "ATAMP_TF_CACHE"
 MANIFEST_ENV = "ATAMP_TF_ZOO_MANIFEST"
-REPO_MANIFEST = pathlib.Path(__file__).resolve().parents[2] / "zoo" / "manifest.json"
+REPO_MANIFEST = pathlib.Path(__file__).resolve().parent / "manifest.json"
 DOWNLOAD_TIMEOUT_SECONDS = 60
 
 log = logging.getLogger(__name__)
