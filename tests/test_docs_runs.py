@@ -39,7 +39,7 @@ def test_summary_agrees_with_metrics(summary_path):
 
 def test_zoo_metrics_are_the_committed_reports():
     """Each zoo entry's metrics are its run's committed evaluation report, to the digit."""
-    with open(os.path.join(ROOT, "zoo", "manifest.json")) as f:
+    with open(os.path.join(ROOT, "atamp_tf", "zoo", "manifest.json")) as f:
         manifest = json.load(f)
     for entry in manifest["models"]:
         # The run's files sit under docs/runs/**/<run name>/: the entry's name, or the name of

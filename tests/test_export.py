@@ -208,3 +208,19 @@ def test_cli_exports_run_dir_and_fails_with_nonzero_exit(model, examples, tmp_pa
     (line,) = [ln for ln in bad.stderr.splitlines() if ln.startswith("error: ")]
     assert "is --report the evaluation" in line
     assert not (tmp_path / "zoo/models/digits-wrong.onnx").exists()
+
+
+def test_package_zoo_refuses_a_bundled_file_above_the_size_rule(tmp_path):
+    """Into the package's own manifest, a file above BUNDLE_MAX_BYTES may only go under a
+    hosted URL (setup.py would leave it out of the wheel); other manifests take any size."""
+    limit = zoo_manifest.BUNDLE_MAX_BYTES
+    big, small = tmp_path / "big.onnx", tmp_path / "small.onnx"
+    with open(big, "wb") as f:
+        f.truncate(limit + 1)  # sparse: no disk cost
+    with open(small, "wb") as f:
+        f.truncate(limit)
+    package = zoo_manifest.PACKAGE_MANIFEST
+    with pytest.raises(export.ExportError, match=f"models/big.onnx: {limit + 1} bytes is above"):
+        export._check_bundle_rule(package, [("models/small.onnx", small), ("models/big.onnx", big)])
+    export._check_bundle_rule(package, [("https://host/zoo/big.onnx", big)])
+    export._check_bundle_rule(tmp_path / "zoo/manifest.json", [("models/big.onnx", big)])

@@ -5,6 +5,8 @@ import http.server
 import json
 import logging
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,6 +26,13 @@ SHARED_DATA = os.environ.get("ATAMP_TF_NPZ_ROOT",
 NAME = "digits-linf-tiny"
 
 
+@pytest.fixture(autouse=True)
+def _no_zoo_environment(monkeypatch):
+    """Tests set the base and the offline switch themselves, never inherit them."""
+    monkeypatch.delenv(zoo.BASE_ENV, raising=False)
+    monkeypatch.delenv(zoo.OFFLINE_ENV, raising=False)
+
+
 # ---------------------------------------------------------------- the real zoo
 
 def _real_data_dirs(entry):
@@ -38,7 +47,7 @@ def _real_data_dirs(entry):
 
 def test_real_zoo_entries_verify_and_reproduce_natural_accuracy(tmp_path):
     """Every real entry: sha256 and graph I/O checked, natural accuracy reproduced exactly."""
-    the_zoo = zoo.Zoo(zoo.REPO_MANIFEST, os.environ.get(zoo.CACHE_ENV) or tmp_path)
+    the_zoo = zoo.Zoo(zoo.PACKAGE_MANIFEST, os.environ.get(zoo.CACHE_ENV) or tmp_path)
     zoo_manifest.validate_manifest(the_zoo.manifest)
     assert the_zoo.names() == sorted(set(the_zoo.names()))
     unchecked = []
@@ -63,10 +72,32 @@ def test_real_zoo_entries_verify_and_reproduce_natural_accuracy(tmp_path):
 
 def test_real_zoo_cards_are_the_rendered_entries():
     """Committed cards are exactly render_card(entry): generated, never edited by hand."""
-    manifest = zoo_manifest.read_manifest(zoo.REPO_MANIFEST)
+    manifest = zoo_manifest.read_manifest(zoo.PACKAGE_MANIFEST)
     for entry in manifest["models"]:
-        card = (zoo.REPO_MANIFEST.parent / entry["card"]).read_text(encoding="utf-8")
+        card = (zoo.PACKAGE_MANIFEST.parent / entry["card"]).read_text(encoding="utf-8")
         assert card == model_card.render_card(entry), entry["name"]
+
+
+def test_package_zoo_follows_the_size_rule():
+    """Every entry of the package's manifest with a relative URL is a file bundled in the
+    package, within the size rule (else the wheel leaves it out, setup.py); larger files are
+    hosted (absolute URL). Every file in models/ is referenced by one entry."""
+    manifest = zoo_manifest.read_manifest(zoo.PACKAGE_MANIFEST)
+    assert zoo.PACKAGE_MANIFEST.parent == zoo_manifest.PACKAGE_DIR
+    assert zoo_manifest.PACKAGE_DIR == pathlib.Path(zoo.__file__).resolve().parent
+    referenced = set()
+    for entry in manifest["models"]:
+        for record in [entry, *entry.get("previous_versions", [])]:
+            url, size = record["file"]["url"], record["file"]["size"]
+            if not zoo_manifest.is_local_path(url):
+                assert url.startswith("https://"), url
+                continue
+            path = zoo_manifest.PACKAGE_DIR / url
+            assert size <= zoo_manifest.BUNDLE_MAX_BYTES and path.is_file(), url
+            assert zoo.sha256_file(path) == record["file"]["sha256"], url
+            referenced.add(path.name)
+    assert sorted(p.name for p in (zoo_manifest.PACKAGE_DIR / "models").iterdir()) == \
+        sorted(referenced)
 
 
 # ---------------------------------------------------------------- a zoo built in tmp
@@ -160,7 +191,7 @@ def test_zoo_cli_list_verify_evaluate(published, tmp_path):
 # ---------------------------------------------------------------- manifest schema
 
 def test_repo_manifest_and_exported_entry_validate(published):
-    zoo_manifest.validate_manifest(json.loads(zoo.REPO_MANIFEST.read_text()))
+    zoo_manifest.validate_manifest(json.loads(zoo.PACKAGE_MANIFEST.read_text()))
     zoo_manifest.validate_manifest(json.loads(published["manifest"].read_text()))
 
 
@@ -391,3 +422,247 @@ def test_card_lists_every_suite_attack_in_the_suite_order():
 def test_evaluate_and_export_share_one_parity_tolerance():
     from atamp_tf import evaluate
     assert export.DEFAULT_ATOL == evaluate.PARITY_ATOL == 1e-4
+
+
+# ---------------------------------------------------------------- base: where files come from
+
+def test_base_directory_or_url_replaces_the_entrys_url(http_zoo, server, published, tmp_path):
+    """With a base, the file is <base>/<file name>: a directory (no request to the entry's
+    URL) or an http URL (that server path is requested); the sha256 check is the same."""
+    the_zoo, path = http_zoo
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / f"{NAME}.onnx").write_bytes(published["onnx"])
+    local = zoo.Zoo(the_zoo.manifest_path, tmp_path / "cache-dir", base=mirror)
+    fetched = local.fetch(NAME)
+    assert fetched.url == (mirror / f"{NAME}.onnx").as_uri() and not fetched.from_cache
+    assert open(fetched.path, "rb").read() == published["onnx"] and not server.requests
+
+    server.files[f"/mirror/{NAME}.onnx"] = published["onnx"]
+    remote = zoo.Zoo(the_zoo.manifest_path, tmp_path / "cache-url", base=f"{server.url}/mirror/")
+    assert remote.verify(NAME)["url"] == f"{server.url}/mirror/{NAME}.onnx"
+    assert server.requests == {f"/mirror/{NAME}.onnx": 1} and server.requests[path] == 0
+
+    (mirror / f"{NAME}.onnx").write_bytes(published["onnx"][:-1] + b"\0")
+    with pytest.raises(zoo.ZooIntegrityError, match="does not match the manifest's sha256"):
+        zoo.Zoo(the_zoo.manifest_path, tmp_path / "cache-bad", base=mirror).download(NAME)
+
+
+def test_base_from_environment_and_argument(published, monkeypatch, tmp_path):
+    """$ATAMP_TF_ZOO_BASE applies when no base= is given; base= wins; bad bases are named."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / f"{NAME}.onnx").write_bytes(published["onnx"])
+    monkeypatch.setenv(zoo.BASE_ENV, str(mirror))
+    fetched = zoo.Zoo(published["manifest"], tmp_path / "c1").fetch(NAME)
+    assert fetched.url == (mirror / f"{NAME}.onnx").as_uri()
+    assert zoo.download(NAME, published["manifest"], tmp_path / "c2", base=mirror.as_uri())
+    # base= wins over the environment: the same entry from the manifest's own directory.
+    own = zoo.Zoo(published["manifest"], tmp_path / "c3", base=published["root"] / "zoo/models")
+    assert own.fetch(NAME).url == (published["root"] / f"zoo/models/{NAME}.onnx").as_uri()
+    with pytest.raises(ValueError, match=r"^base: 'ftp://host/zoo' is neither"):
+        zoo.Zoo(published["manifest"], tmp_path, base="ftp://host/zoo")
+    monkeypatch.setenv(zoo.BASE_ENV, str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match=r"^\$ATAMP_TF_ZOO_BASE: .*does not exist"):
+        zoo.Zoo(published["manifest"], tmp_path)
+    monkeypatch.setenv(zoo.BASE_ENV, "")  # empty: no base, each file from its own URL
+    assert zoo.Zoo(published["manifest"], tmp_path).base is None
+
+
+# ---------------------------------------------------------------- revisions
+
+@pytest.fixture(scope="module")
+def two_versions(published, tmp_path_factory):
+    """The tmp zoo with NAME exported a second time from another model (another sha256)."""
+    root = tmp_path_factory.mktemp("zoo_v2")
+    shutil.copytree(published["root"] / "zoo", root / "zoo")
+    model = zoo_helpers.train_tiny_model(seed=2)
+    x, y = zoo_helpers.check_examples()
+    report = zoo_helpers.make_report(model, x, y)
+    run_dir = zoo_helpers.make_run_dir(str(root / "run"), model, report)
+    keras_path, meta, _ = export.read_run_dir(run_dir, "best")
+    entry = export.export_to_zoo(
+        keras_path, meta, report, x, y, name=NAME, out_dir=root / "zoo/models",
+        card_dir=root / "zoo/cards", manifest_path=root / "zoo/manifest.json",
+        code_version="4567def", created="2025-02-03")
+    return {"root": root, "manifest": root / "zoo/manifest.json", "entry": entry,
+            "model": model, "old": published["entry"], "old_model": published["model"]}
+
+
+def test_reexport_keeps_the_earlier_version_addressable(two_versions):
+    entry, old = two_versions["entry"], two_versions["old"]
+    new_sha, old_sha = entry["file"]["sha256"], old["file"]["sha256"]
+    assert new_sha != old_sha and entry["file"]["url"] == f"models/{NAME}.onnx"
+    (record,) = entry["previous_versions"]
+    assert record == {"file": dict(old["file"], url=f"models/{NAME}-{old_sha[:16]}.onnx"),
+                      "metrics": old["metrics"], "created": old["created"],
+                      "code_version": old["code_version"], "parity": old["parity"]}
+    models = two_versions["root"] / "zoo/models"
+    assert zoo.sha256_file(models / f"{NAME}-{old_sha[:16]}.onnx") == old_sha
+    assert zoo.sha256_file(models / f"{NAME}.onnx") == new_sha
+    manifest = zoo_manifest.read_manifest(two_versions["manifest"])  # validates
+    assert manifest["models"] == [entry]
+    card = (two_versions["root"] / "zoo" / entry["card"]).read_text()
+    assert card == model_card.render_card(entry) and "## Earlier versions" in card
+    assert f"| `{old_sha[:16]}` | {old['created']} |" in card
+    assert 'revision="<sha256' in card and new_sha[:16] not in card.split("## Earlier")[1]
+
+
+def test_load_by_revision_gives_that_versions_model(two_versions, tmp_path):
+    the_zoo = zoo.Zoo(two_versions["manifest"], tmp_path / "cache")
+    old_sha = two_versions["old"]["file"]["sha256"]
+    new_sha = two_versions["entry"]["file"]["sha256"]
+    x, _ = zoo_helpers.check_examples()
+    for revision, model in ((None, "model"), (new_sha, "model"), (old_sha[:8], "old_model"),
+                            (old_sha.upper(), "old_model")):
+        session = the_zoo.load(NAME, revision=revision)
+        np.testing.assert_allclose(session.run(None, {"images": x})[0],
+                                   two_versions[model].predict(x, verbose=0), atol=1e-4)
+    assert [v["file"]["sha256"] for v in the_zoo.revisions(NAME)] == [new_sha, old_sha]
+    old_info = the_zoo.info(NAME, revision=old_sha[:6])
+    assert old_info["metrics"] == two_versions["old"]["metrics"]
+    assert old_info["file"]["sha256"] == old_sha and old_info["created"] == \
+        two_versions["old"]["created"]
+    assert the_zoo.info(NAME, revision=new_sha) == the_zoo.info(NAME) == two_versions["entry"]
+    assert the_zoo.verify(NAME, revision=old_sha[:10])["sha256"] == old_sha
+    assert the_zoo.evaluate(NAME, revision=old_sha[:10]).matches
+    cached = sorted(p.name for p in the_zoo.cache_dir.iterdir())
+    assert cached == sorted(f"{NAME}-{s[:16]}.onnx" for s in (new_sha, old_sha))
+
+
+def test_revision_from_a_base_by_its_versioned_file_name(two_versions, tmp_path):
+    old_sha = two_versions["old"]["file"]["sha256"]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    versioned = f"{NAME}-{old_sha[:16]}.onnx"
+    shutil.copyfile(two_versions["root"] / "zoo/models" / versioned, mirror / versioned)
+    fetched = zoo.Zoo(two_versions["manifest"], tmp_path / "c", base=mirror).fetch(
+        NAME, revision=old_sha[:12])
+    assert fetched.url == (mirror / versioned).as_uri() and zoo.sha256_file(fetched.path) == \
+        old_sha
+
+
+def test_unknown_revision_names_the_revisions_there_are(two_versions, tmp_path):
+    the_zoo = zoo.Zoo(two_versions["manifest"], tmp_path)
+    old_sha = two_versions["old"]["file"]["sha256"]
+    new_sha = two_versions["entry"]["file"]["sha256"]
+    missing = next(h for h in ("0000", "ffff", "1234", "abcd")
+                   if not any(s.startswith(h) for s in (old_sha, new_sha)))
+    for bad in (missing, "abc", "not-a-sha"):  # absent, too short, not hex
+        with pytest.raises(zoo.UnknownRevisionError, match=f"no revision '{bad}'") as info:
+            the_zoo.download(NAME, revision=bad)
+        message = str(info.value)
+        assert f"{new_sha[:16]} (created 2025-02-03, newest)" in message
+        assert f"{old_sha[:16]} (created {two_versions['old']['created']})" in message
+    assert isinstance(info.value, ValueError) and isinstance(info.value, zoo.ZooError)
+    assert not the_zoo.cache_dir.exists() or not list(the_zoo.cache_dir.iterdir())
+
+
+def test_zoo_cli_revisions_and_revision_flag(two_versions, tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    flags = [f"--manifest={two_versions['manifest']}", f"--cache_dir={tmp_path}"]
+    old_sha = two_versions["old"]["file"]["sha256"]
+    new_sha = two_versions["entry"]["file"]["sha256"]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "atamp_tf.zoo", *flags, *args], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    listed = cli("revisions", NAME)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    lines = listed.stdout.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == [new_sha, old_sha] and "(newest)" in lines[0]
+    verified = cli(f"--revision={old_sha[:12]}", "verify", NAME)
+    assert verified.returncode == 0 and f"sha256 {old_sha}" in verified.stdout, verified.stderr
+    unknown = cli("--revision=ffffffffffff", "verify", NAME)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    (line,) = [ln for ln in unknown.stderr.splitlines() if ln.startswith("error: ")]
+    assert "no revision 'ffffffffffff'" in line and old_sha[:16] in line
+    misuse = cli(f"--revision={old_sha[:12]}", "list")
+    assert misuse.returncode == 2 and "error: --revision" in misuse.stderr
+
+
+def test_previous_versions_schema(two_versions):
+    manifest = json.loads(two_versions["manifest"].read_text())
+    entry = manifest["models"][0]
+    zoo.validate_manifest(manifest)
+    zoo.validate_manifest(json.loads(zoo.PACKAGE_MANIFEST.read_text()))  # none there: valid
+    cases = [
+        (lambda r: r["file"].update(sha256="abc"), "field 'previous_versions\\[0\\].file.sha256'"),
+        (lambda r: r["file"].update(url="ftp://x/y.onnx"),
+         "field 'previous_versions\\[0\\].file.url'"),
+        (lambda r: r["metrics"].pop("examples"),
+         "missing field 'previous_versions\\[0\\].metrics.examples'"),
+        (lambda r: r.update(created="yesterday"), "field 'previous_versions\\[0\\].created'"),
+        (lambda r: r.update(name="x"), "'previous_versions\\[0\\]': unknown field"),
+        (lambda r: r["file"].update(sha256=entry["file"]["sha256"]), "listed once"),
+    ]
+    for change, message in cases:
+        broken = copy.deepcopy(manifest)
+        change(broken["models"][0]["previous_versions"][0])
+        with pytest.raises(zoo_manifest.ManifestError, match=f"\\('{NAME}'\\): .*{message}"):
+            zoo.validate_manifest(broken)
+    broken = copy.deepcopy(manifest)
+    broken["models"][0]["previous_versions"] = {"file": {}}
+    with pytest.raises(zoo_manifest.ManifestError, match="'previous_versions': expected a list"):
+        zoo.validate_manifest(broken)
+
+
+def test_upsert_keeps_history_newest_first_and_never_repeats_a_version(published):
+    """Three exports under one name: the history is [second, first]; re-publishing the first
+    file makes it current again and drops it from the history."""
+    first = copy.deepcopy(published["entry"])
+    second = dict(first, file=dict(first["file"], sha256="b" * 64), created="2025-03-01")
+    third = dict(first, file=dict(first["file"], sha256="c" * 64,
+                                  url="https://host/zoo/x.onnx"))
+    manifest = {"schema_version": 1, "models": [first]}
+    for entry in (second, third):
+        manifest = zoo_manifest.upsert_entry(manifest, entry)
+    (current,) = manifest["models"]
+    history = current["previous_versions"]
+    assert [v["file"]["sha256"] for v in history] == ["b" * 64, first["file"]["sha256"]]
+    # The second file's URL is free once the third went elsewhere; the first's was taken.
+    assert history[0]["file"]["url"] == f"models/{NAME}.onnx"
+    assert history[1]["file"]["url"] == f"models/{NAME}-{first['file']['sha256'][:16]}.onnx"
+    zoo.validate_manifest(manifest)
+    # Re-publishing the first file at models/NAME.onnx re-addresses the second, recorded there.
+    again = zoo_manifest.upsert_entry(manifest, first)["models"][0]
+    assert [v["file"]["sha256"] for v in again["previous_versions"]] == ["c" * 64, "b" * 64]
+    assert again["previous_versions"][1]["file"]["url"] == f"models/{NAME}-{'b' * 16}.onnx"
+    zoo.validate_manifest({"schema_version": 1, "models": [again]})
+    assert zoo_manifest.versioned_url("https://h/p/m.onnx?x=1", "d" * 64) == \
+        f"https://h/p/m-{'d' * 16}.onnx?x=1"
+
+
+# ---------------------------------------------------------------- the offline switch
+
+def test_offline_switch_refuses_before_any_request(http_zoo, server, monkeypatch):
+    the_zoo, path = http_zoo
+    monkeypatch.setenv(zoo.OFFLINE_ENV, "1")
+    with pytest.raises(zoo.ZooOfflineError) as info:
+        the_zoo.download(NAME)
+    message = str(info.value)
+    assert "ATAMP_TF_OFFLINE=1 forbids downloading" in message and "no request" in message
+    assert f"model '{NAME}'" in message and f"{server.url}{path}" in message
+    assert isinstance(info.value, zoo.ZooDownloadError)
+    assert not server.requests and _cache_files(the_zoo) == []
+    monkeypatch.setenv(zoo.OFFLINE_ENV, "0")  # off: the same call downloads
+    assert the_zoo.fetch(NAME).from_cache is False and server.requests[path] == 1
+
+
+def test_offline_switch_still_serves_cached_and_local_files(http_zoo, server, published,
+                                                           monkeypatch, tmp_path):
+    the_zoo, path = http_zoo
+    cached = the_zoo.download(NAME)
+    monkeypatch.setenv(zoo.OFFLINE_ENV, "true")
+    assert zoo.offline()
+    assert the_zoo.fetch(NAME).path == cached and server.requests[path] == 1
+    assert the_zoo.verify(NAME)["from_cache"] is True
+    # A relative URL (the bundled case) is a local copy, not a download.
+    local = zoo.Zoo(published["manifest"], tmp_path / "local")
+    assert local.fetch(NAME).from_cache is False and server.requests[path] == 1
+    with open(cached, "ab") as f:  # a bad cached copy is removed; refetching is refused
+        f.write(b"x")
+    with pytest.raises(zoo.ZooOfflineError, match="failed its sha256 check and was removed"):
+        the_zoo.download(NAME)
+    assert _cache_files(the_zoo) == [] and server.requests[path] == 1

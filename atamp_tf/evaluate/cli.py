@@ -1,7 +1,7 @@
 """Command line of the evaluator: python -m atamp_tf.evaluate --model=PATH [flags].
 
     python -m atamp_tf.evaluate --model=runs/cifar10_linf --num_examples=1000
-    python -m atamp_tf.evaluate --model=zoo/models/x.onnx \
+    python -m atamp_tf.evaluate --model=atamp_tf/zoo/models/x.onnx \
         --keras_model=runs/x/checkpoints/best.keras --dataset=cifar10 --eps=8/255
 
 Flags live here rather than in atamp_tf.evaluate so that importing the library defines no

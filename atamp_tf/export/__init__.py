@@ -13,8 +13,10 @@ import datetime
 import json
 import math
 import os
+import posixpath
 import shutil
 import subprocess
+import urllib.parse
 
 import numpy as np
 
@@ -280,7 +282,7 @@ def _url_for(path, manifest_path, base_url):
 
 def make_entry(name, meta, metrics, *, onnx_path, url, card, hwc, num_classes, parity, licence,
                created, code_version, keras=None, notes=""):
-    """A manifest entry (schema in zoo/README.md); keras is (url, sha256) or None.
+    """A manifest entry (schema in atamp_tf/zoo/README.md); keras is (url, sha256) or None.
 
     notes: free text for the card's Scope section; stored (stripped) only when non-blank.
     """
@@ -310,18 +312,57 @@ def make_entry(name, meta, metrics, *, onnx_path, url, card, hwc, num_classes, p
     return entry
 
 
+def _read_or_empty(manifest_path):
+    if os.path.exists(manifest_path):
+        return zoo_manifest.read_manifest(manifest_path)
+    return zoo_manifest.empty_manifest()
+
+
 def add_manifest_entry(manifest_path, entry):
     """Adds entry to the manifest at manifest_path (replacing one of the same name), atomically.
 
-    Creates the manifest if it does not exist; validates the result first; returns it.
+    A replaced entry's file is kept as the newest of the new entry's previous_versions (see
+    zoo_manifest.upsert_entry). Creates the manifest if it does not exist; validates the
+    result first; returns it.
     """
-    if os.path.exists(manifest_path):
-        manifest = zoo_manifest.read_manifest(manifest_path)
-    else:
-        manifest = zoo_manifest.empty_manifest()
-    manifest = zoo_manifest.upsert_entry(manifest, entry)
+    manifest = zoo_manifest.upsert_entry(_read_or_empty(manifest_path), entry)
     zoo_manifest.write_manifest(manifest_path, manifest)
     return manifest
+
+
+def _check_bundle_rule(manifest_path, files):
+    """Refuses to put a file above the size rule into the package's own zoo under a relative
+    URL: it would be left out of the wheel (setup.py) and unreachable once installed."""
+    if os.path.realpath(manifest_path) != os.path.realpath(zoo_manifest.PACKAGE_MANIFEST):
+        return
+    for url, path in files:
+        size = os.path.getsize(path)
+        if zoo_manifest.is_local_path(url) and size > zoo_manifest.BUNDLE_MAX_BYTES:
+            raise ExportError(
+                f"{url}: {size} bytes is above the {zoo_manifest.BUNDLE_MAX_BYTES}-byte limit of "
+                "files bundled in the package (atamp_tf/zoo/README.md); pass --base_url=https://"
+                "... and upload the file there.")
+
+
+def _file_name(url):
+    return posixpath.basename(urllib.parse.urlsplit(url).path)
+
+
+def keep_previous_file(entry, onnx_path):
+    """Before entry's file replaces onnx_path: if the file there is one of entry's previous
+    versions, re-addressed to its versioned name because entry's file takes its URL, renames it
+    to that name (to be uploaded beside it when the URL is remote). Returns the new path or
+    None."""
+    if not os.path.isfile(onnx_path):
+        return None
+    sha256 = sha256_file(onnx_path)
+    moved = zoo_manifest.versioned_url(entry["file"]["url"], sha256)
+    if not any(v["file"]["sha256"] == sha256 and v["file"]["url"] == moved
+               for v in entry.get("previous_versions", [])):
+        return None
+    target = os.path.join(os.path.dirname(onnx_path), _file_name(moved))
+    os.replace(onnx_path, target)
+    return target
 
 
 def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, manifest_path,
@@ -371,16 +412,22 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
             num_classes=model.outputs[0].shape[-1], parity=parity, licence=licence,
             created=created or datetime.date.today().isoformat(),
             code_version=code_version or git_code_version(), keras=keras, notes=notes)
+        _check_bundle_rule(manifest_path, [(entry["file"]["url"], staged)] + (
+            [(keras[0], written[-1])] if keras else []))
         zoo_manifest.validate_entry(entry, where=f"new entry for {onnx_path}")
+        manifest = zoo_manifest.upsert_entry(_read_or_empty(manifest_path), entry)
+        zoo_manifest.validate_manifest(manifest)
     except BaseException:
         for path in written:
             if os.path.exists(path):
                 os.remove(path)
         raise
+    entry = zoo_manifest.find_entry(manifest, name)  # with the replaced one's file as history
+    keep_previous_file(entry, onnx_path)
     os.replace(staged, onnx_path)
     os.makedirs(card_dir, exist_ok=True)
     with open(card_path, "w", encoding="utf-8") as f:
         f.write(model_card.render_card(entry))
-    add_manifest_entry(manifest_path, entry)
+    zoo_manifest.write_manifest(manifest_path, manifest)
     return entry
 

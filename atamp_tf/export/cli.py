@@ -3,10 +3,12 @@
     python -m atamp_tf.export --run_dir=runs/cifar10_linf --checkpoint=best \
         --report=runs/cifar10_linf/eval/report.json --name=cifar10-linf-preactresnet18-at-amp
 
-writes zoo/models/<name>.onnx (parity-checked on the report's examples), zoo/cards/<name>.md
-and the entry in zoo/manifest.json. Instead of --run_dir, --keras_model=FILE.keras with the
-training metadata flags (--dataset, --norm, --eps, --arch, --method, --amp_*). Flags live here
-rather than in atamp_tf.export so that importing the library defines no absl flags.
+writes atamp_tf/zoo/models/<name>.onnx (parity-checked on the report's examples),
+atamp_tf/zoo/cards/<name>.md and the entry in atamp_tf/zoo/manifest.json (paths relative to the
+current directory: run it from the checkout's root), keeping a replaced entry's file as a
+previous version. Instead of --run_dir, --keras_model=FILE.keras with the training metadata
+flags (--dataset, --norm, --eps, --arch, --method, --amp_*). Flags live here rather than in
+atamp_tf.export so that importing the library defines no absl flags.
 """
 import os
 
@@ -22,11 +24,15 @@ _REPORT = flags.DEFINE_string("report", None, "Evaluation report.json of this ch
                               "(python -m atamp_tf.evaluate); default <run_dir>/report.json.")
 _NAME = flags.DEFINE_string("name", None, "Zoo name, e.g. cifar10-linf-preactresnet18-at-amp "
                             "(default <dataset>-<norm>-<arch>-<method>[-amp]).")
-_OUT_DIR = flags.DEFINE_string("out_dir", "zoo/models", "Where <name>.onnx is written.")
-_CARD_DIR = flags.DEFINE_string("card_dir", "zoo/cards", "Where the model card <name>.md goes.")
-_MANIFEST = flags.DEFINE_string("manifest", "zoo/manifest.json", "Manifest to add the entry to.")
+_OUT_DIR = flags.DEFINE_string("out_dir", "atamp_tf/zoo/models",
+                               "Where <name>.onnx is written.")
+_CARD_DIR = flags.DEFINE_string("card_dir", "atamp_tf/zoo/cards",
+                                "Where the model card <name>.md goes.")
+_MANIFEST = flags.DEFINE_string("manifest", "atamp_tf/zoo/manifest.json",
+                                "Manifest to add the entry to.")
 _BASE_URL = flags.DEFINE_string("base_url", "", "If set, file URLs are <base_url>/<file name> "
-                                "(e.g. GitHub raw); else paths relative to the manifest.")
+                                "(e.g. GitHub raw; required for a file above the package's "
+                                "5 MB bundle limit); else paths relative to the manifest.")
 _INCLUDE_KERAS = flags.DEFINE_bool("include_keras", False, "Also publish the .keras file.")
 _LICENCE = flags.DEFINE_string("licence", "MIT", "Licence of the published weights.")
 _CREATED = flags.DEFINE_string("created", None, "Creation date YYYY-MM-DD (default today).")
@@ -129,6 +135,11 @@ def _export():
           f"{entry['parity']['max_abs_diff']:.2e} on {entry['parity']['num_examples']} examples; "
           f"natural accuracy {entry['metrics']['accuracy']['natural']:.4f}; manifest "
           f"{_MANIFEST.value}, card {entry['card']}.")
+    if entry.get("previous_versions"):
+        newest = entry["previous_versions"][0]["file"]
+        print(f"{len(entry['previous_versions'])} earlier version(s) stay addressable "
+              f"(--revision=SHA256); the newest of them, {newest['sha256'][:16]}, is at "
+              f"{newest['url']} (upload it there too when that URL is remote).")
 
 
 def run():

@@ -39,6 +39,23 @@ def _metrics_table(metrics):
     return "\n".join(rows)
 
 
+def _earlier_versions(entry):
+    """The card's last section: the previous_versions still addressable by revision, if any."""
+    versions = entry.get("previous_versions")
+    if not versions:
+        return ""
+    rows = [f"| `{v['file']['sha256'][:16]}` | {v['created']} | "
+            f"{_fraction(v['metrics']['accuracy']['natural'])} | `{v['file']['url']}` |"
+            for v in versions]
+    return (f"""
+## Earlier versions
+Newest first; each is still loadable with `zoo.load("{entry['name']}", revision="<sha256 or its first digits>")`:
+
+| sha256 (first 16) | created | natural accuracy | file |
+| --- | --- | --- | --- |
+""" + "\n".join(rows) + "\n")
+
+
 def render_card(entry):
     """Markdown model card of a (validated) manifest entry."""
     threat, arch, training = entry["threat_model"], entry["architecture"], entry["training"]
@@ -91,4 +108,4 @@ Worst case per example: {_worst_case(worst)}.
 - ONNX: `{file['url']}`, {file['size']} bytes, sha256 `{file['sha256']}`
 {keras_line}- Export parity: {parity_line}
 - Licence: {entry['licence']}; created {entry['created']}; code version `{entry['code_version']}`
-"""
+{_earlier_versions(entry)}"""

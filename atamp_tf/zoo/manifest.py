@@ -1,13 +1,16 @@
-"""The zoo manifest: its schema (validation), reading, and atomic writing.
+"""The zoo manifest: its schema (validation), reading, atomic writing, and file versions.
 
-One JSON file, `zoo/manifest.json`, lists every zoo model; `zoo/README.md` documents the
-schema that `validate_manifest` enforces. Kept apart from the client (`atamp_tf.zoo`) and the
-exporter (`atamp_tf.export`), which both read and the latter writes it.
+One JSON file, `atamp_tf/zoo/manifest.json` (package data, beside the cards and the bundled
+ONNX files), lists every zoo model; `atamp_tf/zoo/README.md` documents the schema that
+`validate_manifest` enforces. Kept apart from the client (`atamp_tf.zoo`) and the exporter
+(`atamp_tf.export`), which both read and the latter writes it.
 """
 import datetime
 import json
 import math
 import os
+import pathlib
+import posixpath
 import re
 import tempfile
 import urllib.parse
@@ -20,7 +23,18 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 _ENTRY_REQUIRED = ("name", "dataset", "threat_model", "architecture", "training", "metrics",
                    "file", "input", "output", "licence", "created", "code_version", "card")
-_ENTRY_OPTIONAL = ("keras_url", "keras_sha256", "parity", "notes")
+_ENTRY_OPTIONAL = ("keras_url", "keras_sha256", "parity", "notes", "previous_versions")
+# A previous version keeps what differs from one export of a name to the next.
+_VERSION_REQUIRED = ("file", "metrics", "created", "code_version")
+_VERSION_OPTIONAL = ("parity",)
+
+# The package's own zoo: the manifest, cards/ and models/ are package data of atamp_tf.zoo.
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+PACKAGE_MANIFEST = PACKAGE_DIR / "manifest.json"
+# The size rule: a model file ships inside the wheel only if it has at most this many bytes
+# (setup.py leaves larger files in models/ out of the wheel); a larger one is hosted elsewhere
+# and its entry's URL is absolute (https://...). A literal: setup.py reads it without importing.
+BUNDLE_MAX_BYTES = 5_000_000
 
 
 class ManifestError(ValueError):
@@ -43,15 +57,17 @@ def _is_int(value):
 class _Checker:
     """Field checks for one entry; every failure names the entry and the dotted field path."""
 
-    def __init__(self, where):
+    def __init__(self, where, prefix=""):
         self.where = where
+        self.prefix = prefix  # e.g. "previous_versions[0]." for the fields of a version record
 
     def fail(self, field, expected, value):
-        raise ManifestError(f"{self.where}: field {field!r}: expected {expected}, got {value!r}.")
+        raise ManifestError(f"{self.where}: field {self.prefix + field!r}: expected {expected}, "
+                            f"got {value!r}.")
 
     def get(self, obj, field, key):
         if not isinstance(obj, dict) or key not in obj:
-            raise ManifestError(f"{self.where}: missing field {field!r}.")
+            raise ManifestError(f"{self.where}: missing field {self.prefix + field!r}.")
         return obj[key]
 
     def obj(self, parent, field, key):
@@ -88,6 +104,12 @@ class _Checker:
         if not _is_int(value) or value < low:
             self.fail(field, f"an integer >= {low}" + (" or null" if allow_none else ""), value)
         return value
+
+
+def is_local_path(url):
+    """True for a relative or absolute local path (no URL scheme; "C:/..." is a path too)."""
+    scheme = urllib.parse.urlparse(url).scheme
+    return not scheme or len(scheme) == 1
 
 
 def check_url(url, where, field):
@@ -148,7 +170,7 @@ def _check_metrics(c, entry):
 
 def _check_file(c, entry):
     file = c.obj(entry, "file", "file")
-    check_url(c.get(file, "file.url", "url"), c.where, "file.url")
+    check_url(c.get(file, "file.url", "url"), c.where, c.prefix + "file.url")
     c.integer(file, "file.size", "size", low=1)
     c.string(file, "file.sha256", "sha256", pattern=SHA256_PATTERN)
     c.string(file, "file.format", "format", choices=("onnx",))
@@ -171,14 +193,55 @@ def _check_io(c, entry):
     c.string(out, "output.name", "name")
 
 
-def _check_provenance(c, entry):
-    c.string(entry, "licence", "licence")
-    created = c.string(entry, "created", "created")
+def _check_created_and_code(c, obj):
+    created = c.string(obj, "created", "created")
     try:
         datetime.date.fromisoformat(created)
     except ValueError:
         c.fail("created", "an ISO date YYYY-MM-DD", created)
-    c.string(entry, "code_version", "code_version")
+    c.string(obj, "code_version", "code_version")
+
+
+def _check_parity(c, obj):
+    if "parity" in obj:
+        parity = c.obj(obj, "parity", "parity")
+        c.number(parity, "parity.max_abs_diff", "max_abs_diff", low=0)
+        c.integer(parity, "parity.num_examples", "num_examples", low=1)
+
+
+def _check_previous_versions(c, entry):
+    """previous_versions: version records (file, metrics, created, code_version[, parity]),
+    newest first, each sha256 different from the current file's and from each other."""
+    if "previous_versions" not in entry:
+        return
+    versions = entry["previous_versions"]
+    if not isinstance(versions, list):
+        c.fail("previous_versions", "a list of version records (newest first)", versions)
+    seen = {entry["file"]["sha256"]}
+    for i, record in enumerate(versions):
+        field = f"previous_versions[{i}]"
+        if not isinstance(record, dict):
+            c.fail(field, "an object (file, metrics, created, code_version)", record)
+        unknown = sorted(set(record) - set(_VERSION_REQUIRED) - set(_VERSION_OPTIONAL))
+        if unknown:
+            raise ManifestError(f"{c.where}: field {field!r}: unknown field(s) {unknown}; known: "
+                                f"{list(_VERSION_REQUIRED + _VERSION_OPTIONAL)}.")
+        sub = _Checker(c.where, prefix=f"{field}.")
+        _check_file(sub, record)
+        _check_metrics(sub, record)
+        _check_created_and_code(sub, record)
+        _check_parity(sub, record)
+        sha256 = record["file"]["sha256"]
+        if sha256 in seen:
+            raise ManifestError(f"{c.where}: field '{field}.file.sha256': {sha256} is already "
+                                "the current file or an earlier record; each version is listed "
+                                "once.")
+        seen.add(sha256)
+
+
+def _check_provenance(c, entry):
+    c.string(entry, "licence", "licence")
+    _check_created_and_code(c, entry)
     c.string(entry, "card", "card")
     has_url, has_sha = "keras_url" in entry, "keras_sha256" in entry
     if has_url != has_sha:
@@ -187,10 +250,7 @@ def _check_provenance(c, entry):
     if has_url:
         check_url(entry["keras_url"], c.where, "keras_url")
         c.string(entry, "keras_sha256", "keras_sha256", pattern=SHA256_PATTERN)
-    if "parity" in entry:
-        parity = c.obj(entry, "parity", "parity")
-        c.number(parity, "parity.max_abs_diff", "max_abs_diff", low=0)
-        c.integer(parity, "parity.num_examples", "num_examples", low=1)
+    _check_parity(c, entry)
     if "notes" in entry:
         notes = entry["notes"]
         if not isinstance(notes, str) or not notes.strip():
@@ -217,10 +277,11 @@ def validate_entry(entry, where="manifest entry"):
     _check_file(c, entry)
     _check_io(c, entry)
     _check_provenance(c, entry)
+    _check_previous_versions(c, entry)
 
 
 def validate_manifest(obj):
-    """Raises ManifestError unless obj is a manifest following the schema in zoo/README.md."""
+    """Raises ManifestError unless obj is a manifest following the schema (zoo README.md)."""
     if not isinstance(obj, dict):
         raise ManifestError(f"manifest: expected a JSON object, got {type(obj).__name__}.")
     unknown = sorted(set(obj) - {"schema_version", "models"})
@@ -276,9 +337,61 @@ def write_manifest(path, obj):
         raise
 
 
+def find_entry(obj, name):
+    """The entry called name in manifest obj, or None."""
+    return next((m for m in obj["models"] if m["name"] == name), None)
+
+
+def versioned_url(url, sha256):
+    """url with its file name made unique to one version: <stem>-<first 16 hex><suffix>.
+
+    Where an earlier version's file goes when a re-export puts the new one at its old URL
+    (the cache names files the same way).
+    """
+    parts = urllib.parse.urlsplit(url)
+    directory, name = posixpath.split(parts.path)
+    stem, dot, suffix = name.rpartition(".")
+    versioned = f"{stem}-{sha256[:16]}.{suffix}" if dot else f"{name}-{sha256[:16]}"
+    return urllib.parse.urlunsplit(parts._replace(path=posixpath.join(directory, versioned)))
+
+
+def version_record(entry):
+    """The entry's current file as a previous_versions record."""
+    record = {"file": dict(entry["file"]), "metrics": entry["metrics"],
+              "created": entry["created"], "code_version": entry["code_version"]}
+    if "parity" in entry:
+        record["parity"] = entry["parity"]
+    return record
+
+
+def with_history(new, old):
+    """A copy of entry new whose previous_versions are old's file (when its sha256 differs)
+    followed by old's own previous versions, newest first, each version once and never new's
+    file. A version recorded at new's URL, where new's file now goes, is re-addressed to
+    versioned_url of it (the exporter renames the file there to match)."""
+    new = dict(new)
+    history = list(new.pop("previous_versions", []))
+    if old is not None:
+        history += [version_record(old), *old.get("previous_versions", [])]
+    url, seen, kept = new["file"]["url"], {new["file"]["sha256"]}, []
+    for record in history:
+        sha256 = record["file"]["sha256"]
+        if sha256 in seen:
+            continue
+        seen.add(sha256)
+        moved = record["file"]["url"] == url
+        kept.append(dict(record, file=dict(record["file"], url=versioned_url(url, sha256)))
+                    if moved else record)
+    if kept:
+        new["previous_versions"] = kept
+    return new
+
+
 def upsert_entry(obj, entry):
-    """A copy of manifest obj with entry added, or replacing the entry of the same name."""
+    """A copy of manifest obj with entry added, or replacing the entry of the same name; the
+    replaced entry's file stays addressable as the newest of entry's previous_versions."""
+    new = with_history(entry, find_entry(obj, entry["name"]))
     models = [m for m in obj["models"] if m["name"] != entry["name"]]
-    models.append(entry)
+    models.append(new)
     models.sort(key=lambda m: m["name"])
     return {"schema_version": obj["schema_version"], "models": models}
