@@ -64,3 +64,13 @@ def load_network(path, checkpoint="best", flag="model"):
     """(network, run_config) for a run directory or a .keras file."""
     keras_path = checkpoint_path(path, checkpoint, flag)
     return load_keras_model(keras_path), read_run_config(run_dir_of(keras_path))
+
+
+def onnx_session(path, providers=None):
+    """An onnxruntime session of the ONNX file at path (CPU unless providers are given)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options,
+                                providers=providers or ["CPUExecutionProvider"])

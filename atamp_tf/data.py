@@ -135,6 +135,20 @@ def read_npz(path, spec):
         return _validate_arrays(z["x"], z["y"], spec, path)
 
 
+NPZ_DIR_VARIABLE = "ATAMP_TF_NPZ_DIR"
+
+
+def expand_npz_dir(npz_dir):
+    """npz_dir with environment variables expanded: flagfiles say `--npz_dir=$ATAMP_TF_NPZ_DIR`
+    so that no path to a machine's data is written into the repository."""
+    expanded = os.path.expandvars(npz_dir)
+    if "$" in expanded:
+        raise ValueError(f"--npz_dir={npz_dir}: set the environment variable in it (e.g. "
+                         f"{NPZ_DIR_VARIABLE}=../shared/data, the directory holding "
+                         "<dataset>/{train,test}.npz).")
+    return expanded
+
+
 def _npz_files(npz_dir, name, split):
     """The .npz files holding `split`: train.npz, else train_*.npz sorted; test.npz."""
     if not os.path.isdir(npz_dir):
@@ -212,6 +226,7 @@ def _memory_source(x, y, scale, num_examples, where):
 def _source(spec, split, data_dir, npz_dir, num_examples):
     _check_split(split)
     if npz_dir is not None:
+        npz_dir = expand_npz_dir(npz_dir)
         x, y = _npz_arrays(spec, split, npz_dir)
         return _memory_source(x, y, 255.0, num_examples, f"{spec.name} {split} in {npz_dir}")
     if spec.tfds_name is None:

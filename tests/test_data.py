@@ -252,6 +252,16 @@ def test_npz_train_parts_concatenated_in_sorted_order(tmp_path):
         data.load_arrays("cifar10", "test", npz_dir=str(tmp_path))
 
 
+def test_npz_dir_from_the_environment_variable_of_the_flagfiles(tmp_path, monkeypatch):
+    _write_npz(tmp_path / "cifar10" / "test.npz", _cifar_like(4, 7), np.arange(4))
+    monkeypatch.setenv(data.NPZ_DIR_VARIABLE, str(tmp_path))
+    x, y = data.load_arrays("cifar10", "test", npz_dir="$ATAMP_TF_NPZ_DIR")
+    assert x.shape == (4, 32, 32, 3) and list(y) == [0, 1, 2, 3]
+    monkeypatch.delenv(data.NPZ_DIR_VARIABLE)
+    with pytest.raises(ValueError, match=r"--npz_dir=\$ATAMP_TF_NPZ_DIR: set the environment"):
+        data.load_arrays("cifar10", "test", npz_dir="$ATAMP_TF_NPZ_DIR")
+
+
 def test_npz_shape_and_label_errors_name_the_file(tmp_path):
     bad_shape = _write_npz(tmp_path / "shape" / "test.npz", _cifar_like(3, 6)[:, :28], [0, 1, 2])
     with pytest.raises(ValueError, match=r"test.npz.*\(28, 32, 3\).*\(32, 32, 3\)"):

@@ -23,7 +23,13 @@ from absl import logging
 
 from atamp_tf import rundir
 from atamp_tf.attacks import sanity, suite
-from atamp_tf.checkpoints import checkpoint_path, load_keras_model, parse_fraction, run_dir_of  # noqa: F401 (public here too)
+from atamp_tf.checkpoints import (  # noqa: F401 (public here too)
+    checkpoint_path,
+    load_keras_model,
+    onnx_session,
+    parse_fraction,
+    run_dir_of,
+)
 from atamp_tf.checkpoints import read_run_config as _read_run_config
 
 DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
@@ -105,13 +111,6 @@ def keras_logits_fn(model):
     """logits_fn of a Keras model in inference mode (BatchNorm uses its moving statistics)."""
     return lambda x: model(x, training=False)
 
-
-def onnx_session(path):
-    """An onnxruntime CPU session of the file at path."""
-    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def onnx_numpy_fn(session):

@@ -20,9 +20,9 @@ import urllib.parse
 
 import numpy as np
 
-from atamp_tf.checkpoints import load_keras_model
+from atamp_tf.checkpoints import load_keras_model, onnx_session
 from atamp_tf.evaluate import PARITY_ATOL
-from atamp_tf.rundir import sha256_file
+from atamp_tf.rundir import atomic_write_text, sha256_file
 from atamp_tf.zoo import cards as model_card
 from atamp_tf.zoo import manifest as zoo_manifest
 
@@ -95,9 +95,7 @@ def keras_logits(model, x, *, batch_size=256):
 
 def onnx_logits(onnx_path, x, *, batch_size=256):
     """Logits of the ONNX model at onnx_path under onnxruntime (CPU), batch by batch."""
-    import onnxruntime  # pylint: disable=import-outside-toplevel
-
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = onnx_session(onnx_path)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0]
                            for i in range(0, len(x), batch_size)])
@@ -426,8 +424,7 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
     keep_previous_file(entry, onnx_path)
     os.replace(staged, onnx_path)
     os.makedirs(card_dir, exist_ok=True)
-    with open(card_path, "w", encoding="utf-8") as f:
-        f.write(model_card.render_card(entry))
+    atomic_write_text(card_path, model_card.render_card(entry))
     zoo_manifest.write_manifest(manifest_path, manifest)
     return entry
 

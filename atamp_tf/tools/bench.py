@@ -51,6 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from atamp_tf import rundir
 from atamp_tf.losses import get_method
 from atamp_tf.models import build_model, count_flops
 from atamp_tf.train.amp import AMPModel
@@ -480,9 +481,7 @@ def summary(report):
 def write_report(report, path):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, default=_jsonable)
-        f.write("\n")
+    rundir.atomic_write_text(path, json.dumps(report, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(value):

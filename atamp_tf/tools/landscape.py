@@ -16,12 +16,14 @@ PNG overlaying the models, and `flatness.json`: per model and direction, the fla
 where smaller means flatter. Seeded: the same command draws the same direction and curve.
 """
 import csv
+import io
 import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from atamp_tf import rundir
 from atamp_tf.attacks.pgd import pgd
 from atamp_tf.losses import cross_entropy
 
@@ -135,19 +137,20 @@ def model_landscape(network, x, y, *, directions, alphas, radius, seed, attack, 
 def write_outputs(results, output_dir, radius):
     """landscape.csv, flatness.json and landscape.png (one panel per direction)."""
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "landscape.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model", "direction", "a", "robust_loss", "robust_acc"])
-        for label, per_dir in results.items():
-            for name, r in per_dir.items():
-                for a, loss, acc in r["points"]:
-                    writer.writerow([label, name, f"{a:.6g}", f"{loss:.6f}", f"{acc:.6f}"])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["model", "direction", "a", "robust_loss", "robust_acc"])
+    for label, per_dir in results.items():
+        for name, r in per_dir.items():
+            for a, loss, acc in r["points"]:
+                writer.writerow([label, name, f"{a:.6g}", f"{loss:.6f}", f"{acc:.6f}"])
+    rundir.atomic_write_text(os.path.join(output_dir, "landscape.csv"), table.getvalue())
     flatness = {label: {name: r["sharpness"] for name, r in per_dir.items()}
                 for label, per_dir in results.items()}
-    with open(os.path.join(output_dir, "flatness.json"), "w") as f:
-        json.dump({"radius": radius, "sharpness": flatness,
-                   "definition": "mean robust loss at a = +-radius (adversarial: +radius) "
-                                 "minus robust loss at a = 0; smaller is flatter"}, f, indent=2)
+    rundir.atomic_write_text(os.path.join(output_dir, "flatness.json"), json.dumps(
+        {"radius": radius, "sharpness": flatness,
+         "definition": "mean robust loss at a = +-radius (adversarial: +radius) "
+                       "minus robust loss at a = 0; smaller is flatter"}, indent=2))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

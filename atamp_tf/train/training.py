@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from atamp_tf import checkpoints, data, rundir
 from atamp_tf import config as cfg
-from atamp_tf import data, rundir
 from atamp_tf import strategy as strategies
 from atamp_tf.models import build_model
 from atamp_tf.train import callbacks
@@ -126,8 +126,7 @@ def load_init_network(path, spec, arch=None):
     if not os.path.isfile(path):
         raise ValueError(f"--init_checkpoint: {path} does not exist (expected a .keras file "
                          "or a run directory with checkpoints/last.keras)")
-    model = keras.saving.load_model(path, compile=False)
-    network = model.network if isinstance(model, AMPModel) else model
+    network = checkpoints.load_keras_model(path)
     built_as = next((a for a in cfg.ARCHITECTURES if network.name.startswith(a)), None)
     if arch is not None and built_as is not None and built_as != arch:
         raise ValueError(f"--init_checkpoint: {path} is a {built_as} network, but --arch={arch}"

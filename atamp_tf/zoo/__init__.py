@@ -30,7 +30,7 @@ import urllib.request
 
 import numpy as np
 
-from atamp_tf.checkpoints import load_keras_model
+from atamp_tf.checkpoints import load_keras_model, onnx_session
 from atamp_tf.rundir import sha256_file  # noqa: F401  (public here too)
 from atamp_tf.zoo import manifest as zoo_manifest
 from atamp_tf.zoo.manifest import ManifestError, validate_manifest  # noqa: F401  (public API)
@@ -355,10 +355,7 @@ class Zoo:
 
     def load(self, name, providers=None, revision=None):
         """An onnxruntime.InferenceSession of model name (CPU unless providers are given)."""
-        import onnxruntime  # pylint: disable=import-outside-toplevel
-
-        return onnxruntime.InferenceSession(self.download(name, revision),
-                                            providers=providers or ["CPUExecutionProvider"])
+        return onnx_session(self.download(name, revision), providers)
 
     def load_keras(self, name):
         """The Keras model of name, for entries that publish one (keras_url, keras_sha256)."""
@@ -374,8 +371,6 @@ class Zoo:
 
     def verify(self, name, revision=None):
         """Fetches model name, re-hashes it and checks size and graph I/O against the entry."""
-        import onnxruntime  # pylint: disable=import-outside-toplevel
-
         entry = self.info(name, revision)
         fetched = self.fetch(name, revision)
         digest, size = sha256_file(fetched.path), os.path.getsize(fetched.path)
@@ -383,7 +378,7 @@ class Zoo:
             raise ZooIntegrityError(
                 f"model {name!r}: {fetched.path} has sha256 {digest} and {size} bytes; the "
                 f"manifest records {entry['file']['sha256']} and {entry['file']['size']} bytes.")
-        session = onnxruntime.InferenceSession(fetched.path, providers=["CPUExecutionProvider"])
+        session = onnx_session(fetched.path)
         _check_session_matches(entry, session)
         return {"name": name, "path": fetched.path, "sha256": digest, "size": size,
                 "from_cache": fetched.from_cache, "url": fetched.url}
