@@ -10,8 +10,9 @@ import dataclasses
 import fractions
 import math
 
+from atamp_tf.attacks.registry import NORMS  # the threat models (pure Python, as this module)
+
 DATASETS = ("cifar10", "cifar100", "digits", "mnist", "svhn")
-NORMS = ("linf", "l2")
 # Training methods. rst = the TRADES loss on labelled + pseudo-labelled batches (--extra_npz);
 # pretrain = PGD-AT fine-tuning of --init_checkpoint (Hendrycks et al. 2019).
 METHODS = ("at", "trades", "mart", "rst", "pretrain")

@@ -13,13 +13,9 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from atamp_tf.attacks.geometry import cross_entropy  # the one CE of integer labels
+
 _LOG_EPS = 1e-12
-
-
-def cross_entropy(logits, y):
-    """CE of integer labels."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32),
-                                                          logits=logits)
 
 
 def kl_divergence(logits_p, logits_q):

@@ -5,14 +5,16 @@ import logging
 
 import keras
 import numpy as np
+import pgd_reference
 import pytest
 import tensorflow as tf
 from cleverhans.tf2.attacks import spsa as clever_spsa
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
 from atamp_tf import data, evaluate
-from atamp_tf.attacks import sanity, suite
+from atamp_tf.attacks import geometry, registry, sanity, suite
 from atamp_tf.attacks import spsa as spsa_lib
+from atamp_tf.attacks.pgd import pgd
 
 EPS = {"linf": 0.1, "l2": 1.0}  # digits are 8x8 with values k/16: 8/255 barely moves them
 N = 60
@@ -62,7 +64,7 @@ def test_attacks_stay_in_ball_and_box_and_lower_accuracy(model, test_data, norm)
     x, y = test_data
     eps = EPS[norm]
     acc = {"natural": _accuracy(model, x, y)}
-    for name in ("fgsm", "pgd20", "pgd100", suite.cw_name(norm), "spsa"):
+    for name in ("fgsm", "pgd20", "pgd100", registry.cw_name(norm), "spsa"):
         x_adv = _run(name, model, x, y, norm, spsa_steps=10)
         diff = (x_adv.astype(np.float64) - x).reshape(len(x), -1)
         dist = np.abs(diff).max(1) if norm == "linf" else np.linalg.norm(diff, axis=1)
@@ -75,7 +77,7 @@ def test_attacks_stay_in_ball_and_box_and_lower_accuracy(model, test_data, norm)
     assert acc["fgsm"] < acc["natural"] - 0.1
     assert acc["pgd20"] <= acc["fgsm"] + tol
     assert acc["pgd100"] <= acc["pgd20"] + tol
-    assert acc[suite.cw_name(norm)] < acc["natural"] - 0.1
+    assert acc[registry.cw_name(norm)] < acc["natural"] - 0.1
     assert acc["spsa"] < acc["natural"] - 0.05
 
 
@@ -95,15 +97,41 @@ def test_check_perturbation_catches_escapes():
 def test_pgd_loop_equals_cleverhans_pgd(model, test_data, norm, loss):
     x, y = test_data
     eps, step = EPS[norm], suite.default_step_size(norm, EPS[norm])
-    loss_fn = suite.cw_margin_loss if loss == "cw_margin" else suite.cross_entropy_loss
+    loss_fn = geometry.LOSSES[loss]
     ref = projected_gradient_descent(_logits(model), tf.constant(x), eps, step, 7,
-                                     suite.NORM_ORD[norm], loss_fn=loss_fn, clip_min=0.0,
-                                     clip_max=1.0, y=tf.constant(y), rand_init=False)
-    ours = tf.function(lambda a, b: suite.pgd(_logits(model), a, b, eps=eps, norm=norm,
-                                              steps=7, step_size=step, loss=loss,
-                                              random_start=False, early_stop=False))(x, y)
+                                     geometry.NUMPY_ORD[norm],
+                                     loss_fn=lambda labels, logits: loss_fn(logits, labels),
+                                     clip_min=0.0, clip_max=1.0, y=tf.constant(y),
+                                     rand_init=False)
+    ours = tf.function(lambda a, b: pgd(_logits(model), a, b, eps=eps, norm=norm, steps=7,
+                                        step_size=step, loss_fn=loss_fn, random_start=False,
+                                        early_stop=False, update="cleverhans"))(x, y)
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=1e-6)
     assert np.abs(ours.numpy() - x).max() > 0.5 * step
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_evaluation_pgd_equals_the_evaluation_pgd_before_the_merge_bit_for_bit(model, test_data,
+                                                                              norm):
+    """PGD-20 (with and without early stop), PGD-100 and CW as evaluate runs them (make_attack,
+    random starts on their streams, batches): the arrays the evaluation's own PGD gave before
+    it became atamp_tf.attacks.pgd, so the numbers in committed reports are reproduced."""
+    x, y = test_data
+    logits_fn = suite.zero_gradient_if_disconnected(_logits(model))
+    for name, early_stop in (("pgd20", True), ("pgd20", False), ("pgd100", True),
+                             (registry.cw_name(norm), True)):
+        settings = suite.SuiteSettings(pgd_early_stop=early_stop)
+        cfg = suite.attack_settings(name, norm=norm, eps=EPS[norm], settings=settings)
+        reference = tf.function(lambda a, b, seed, cfg=cfg: pgd_reference.evaluation_pgd(
+            logits_fn, a, b, eps=EPS[norm], norm=norm, steps=cfg["steps"],
+            step_size=cfg["step_size"], loss=cfg["loss"], seed=seed,
+            early_stop=cfg["early_stop"]), reduce_retracing=True)
+        attack = suite.make_attack(name, _logits(model), norm=norm, eps=EPS[norm],
+                                   settings=settings)
+        run = dict(batch_size=25, seed=5, stream=registry.get(name).stream, verbose=False)
+        ref = suite.run_batched(reference, x, y, **run)
+        assert geometry.lp_norm_np(ref - x, norm).max() > 0.5 * EPS[norm], name  # it moved
+        np.testing.assert_array_equal(suite.run_batched(attack, x, y, **run), ref, err_msg=name)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -114,7 +142,7 @@ def test_pgd100_fools_every_example_pgd20_fools(model, test_data, norm):
     for name in ("pgd20", "pgd100"):
         attack = suite.make_attack(name, _logits(model), norm=norm, eps=EPS[norm])
         x_adv = suite.run_batched(attack, x, y, batch_size=25, seed=4,
-                                  stream=suite.random_stream(name), verbose=False)
+                                  stream=registry.get(name).stream, verbose=False)
         fooled[name] = model.predict(x_adv, verbose=0).argmax(1) != y
     assert fooled["pgd20"].any()
     assert np.all(fooled["pgd100"] >= fooled["pgd20"])
@@ -135,9 +163,9 @@ def test_pgd_compiles_to_one_loop_whatever_the_steps(model):
 def test_cw_margin_loss_sign():
     logits = tf.constant([[3.0, 1.0, 0.0], [0.0, 2.0, 5.0]])
     labels = tf.constant([0, 1])
-    np.testing.assert_allclose(suite.cw_margin_loss(labels, logits).numpy(), [-2.0, 3.0])
+    np.testing.assert_allclose(geometry.cw_margin(logits, labels).numpy(), [-2.0, 3.0])
     # the SPSA margin is its negative: negative exactly when misclassified
-    np.testing.assert_allclose(spsa_lib.margin_loss(logits, labels).numpy(), [2.0, -3.0])
+    np.testing.assert_allclose(geometry.margin(logits, labels).numpy(), [2.0, -3.0])
 
 
 def test_spsa_gradient_estimate_formula_and_mean_on_a_linear_loss():
@@ -252,7 +280,7 @@ def test_batched_spsa_matches_cleverhans_statistically_on_a_linear_model(test_da
         run(linear, tf.constant(x[i:i + 1]), tf.constant(y[i:i + 1]), eps, steps,
             clip_min=0.0, clip_max=1.0, learning_rate=0.01, delta=0.001,
             spsa_samples=256).numpy() for i in range(len(x))])
-    margin = lambda a: spsa_lib.margin_loss(linear(a), y).numpy()  # noqa: E731
+    margin = lambda a: geometry.margin(linear(a), y).numpy()  # noqa: E731
     start = margin(x)
     assert np.all(margin(ours) < start - 0.1)
     np.testing.assert_allclose(margin(ours), margin(theirs),

@@ -12,8 +12,8 @@ import tensorflow as tf
 from absl import flags
 
 from atamp_tf import data, evaluate
+from atamp_tf.attacks import registry, suite
 from atamp_tf.attacks import spsa as spsa_lib
-from atamp_tf.attacks import suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE3_HEADER = ("| Defense | Natural | FGSM | PGD-20 | PGD-100 | CW-inf | SPSA | AutoAttack |")
@@ -169,7 +169,7 @@ def test_parse_eps_accepts_numbers_and_fractions_and_rejects_the_rest():
 
 
 def test_parse_attacks():
-    assert evaluate.parse_attacks(None, "linf") == suite.table3_attacks("linf")
+    assert evaluate.parse_attacks(None, "linf") == registry.table3_attacks("linf")
     assert "cw_l2" in evaluate.parse_attacks(None, "l2")
     assert evaluate.parse_attacks(None, "linf", onnx=True)[-1] == "square"
     assert evaluate.parse_attacks("spsa, fgsm", "linf") == ("natural", "fgsm", "spsa")

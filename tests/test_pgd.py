@@ -1,10 +1,13 @@
-"""The training-time PGD: stays in the eps-ball and [0,1], and raises the loss."""
+"""The PGD with training's update: stays in the eps-ball and [0,1], raises the loss, and is
+bit for bit the training PGD it replaced."""
 import keras
 import numpy as np
+import pgd_reference
 import pytest
 import tensorflow as tf
 
-from atamp_tf.attacks import projections
+from atamp_tf import losses
+from atamp_tf.attacks import geometry
 from atamp_tf.attacks.pgd import pgd
 from atamp_tf.losses import cross_entropy
 
@@ -41,7 +44,7 @@ def test_pgd_stays_in_ball_and_box_and_raises_the_loss(trained, norm, eps, step)
     assert float(tf.reduce_min(x_adv)) >= 0.0 and float(tf.reduce_max(x_adv)) <= 1.0
     loss_clean = cross_entropy(net(x), y)
     loss_adv = cross_entropy(net(x_adv), y)
-    x_rand = projections.random_in_ball(x, eps=eps, norm=norm, seed=seed)
+    x_rand = geometry.random_in_ball(x, eps=eps, norm=norm, seed=seed)
     loss_rand = cross_entropy(net(x_rand), y)
     assert float(tf.reduce_mean(loss_adv)) > 2 * float(tf.reduce_mean(loss_clean))
     assert float(tf.reduce_mean(loss_adv)) > 2 * float(tf.reduce_mean(loss_rand))
@@ -56,7 +59,7 @@ def test_random_start_is_seeded_and_zero_steps_is_the_start(trained):
     net, x, y = trained
     seed = tf.constant([3, 4], tf.int64)
     a = pgd(net, x, y, eps=0.1, step_size=0.02, steps=0, norm="linf", seed=seed)
-    b = projections.random_in_ball(x, eps=0.1, norm="linf", seed=seed)
+    b = geometry.random_in_ball(x, eps=0.1, norm="linf", seed=seed)
     np.testing.assert_array_equal(a, b)
     c = pgd(net, x, y, eps=0.1, step_size=0.02, steps=0, norm="linf", random_start=False)
     np.testing.assert_array_equal(c, x)
@@ -77,8 +80,28 @@ def test_l2_random_start_radius_is_uniform_in_eps_not_on_the_sphere():
     every radius above 0.99 eps; here the radii spread over [0, eps] with mean eps / 2."""
     x = tf.fill([2000, 32, 32, 3], 0.5)
     eps = 0.25  # small enough that no pixel reaches the box, so clipping cannot shrink radii
-    start = projections.random_in_ball(x, eps=eps, norm="l2", seed=tf.constant([5, 6], tf.int64))
+    start = geometry.random_in_ball(x, eps=eps, norm="l2", seed=tf.constant([5, 6], tf.int64))
     radii = tf.norm(tf.reshape(start - x, [2000, -1]), axis=1).numpy() / eps
     assert radii.max() <= 1.0 + 1e-5
     assert abs(radii.mean() - 0.5) < 0.03
     assert abs(np.mean(radii < 0.5) - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("norm,eps,step", [("linf", 0.1, 0.025), ("l2", 1.0, 0.25)])
+def test_pgd_equals_the_training_pgd_before_the_merge_bit_for_bit(trained, norm, eps, step):
+    """Random start, no start, and TRADES' start x + 0.001 N(0, 1) with its KL loss (as
+    AMPModel runs it), eagerly and compiled: the same arrays as the pre-merge training PGD."""
+    net, x, y = trained
+    start = x + 0.001 * tf.random.stateless_normal(tf.shape(x), [1, 2])
+    kl = lambda logits, labels: losses.trades_inner(logits, labels, net(x))  # noqa: E731
+    cases = [dict(seed=tf.constant([2, 9], tf.int64)), dict(random_start=False),
+             dict(x_init=start, loss_fn=kl)]
+    for kwargs in cases:
+        args = dict(eps=eps, step_size=step, steps=10, norm=norm, **kwargs)
+        ref = pgd_reference.training_pgd(net, x, y, **args).numpy()
+        assert geometry.lp_norm_np(ref - x.numpy(), norm).max() > 0.5 * eps  # it moved
+        np.testing.assert_array_equal(pgd(net, x, y, **args).numpy(), ref)
+        # compiled, against the old PGD compiled (graph and eager runs may round apart)
+        old = tf.function(lambda a, b, args=args: pgd_reference.training_pgd(net, a, b, **args))
+        new = tf.function(lambda a, b, args=args: pgd(net, a, b, **args))
+        np.testing.assert_array_equal(new(x, y).numpy(), old(x, y).numpy())

@@ -413,10 +413,12 @@ def test_file_url_missing_file_is_a_clear_download_error(published, tmp_path):
 
 
 def test_card_lists_every_suite_attack_in_the_suite_order():
-    """The card's attack order knows every attack the suite can run (CW-L2 included), so an
-    L2 card does not list CW-L2 after AutoAttack."""
-    from atamp_tf.attacks import suite
-    assert set(suite.LABELS) <= set(model_card._ATTACK_ORDER)  # pylint: disable=protected-access
+    """The card's rows follow the registry's report order, every attack the suite can run
+    included (CW-L2 too), so an L2 card does not list CW-L2 after AutoAttack."""
+    from atamp_tf.attacks import registry
+    accuracy = {name: 0.5 for name in reversed(registry.names())}
+    table = model_card._metrics_table({"accuracy": accuracy})  # pylint: disable=protected-access
+    assert [row.split("|")[1].strip() for row in table.splitlines()[2:]] == list(registry.names())
 
 
 def test_evaluate_and_export_share_one_parity_tolerance():

@@ -1,32 +1,10 @@
-"""Shared plumbing of the AutoAttack components (APGD, FAB, Square): argument checks, per-example
-Lp norms, stateless seeds, and a cache of compiled per-batch graphs (one trace per model)."""
+"""Shared plumbing of the AutoAttack components (APGD, FAB, Square): checks of the image and label
+arrays and seeds, stateless seeds, and a cache of compiled per-batch graphs (one trace per
+model). Norms, numbers and the threat model are checked by `atamp_tf.attacks.geometry`."""
 import weakref
 
 import numpy as np
 import tensorflow as tf
-
-NORMS = ("linf", "l2")
-
-
-def check_norm(norm):
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    return norm
-
-
-def check_non_negative(name, value):
-    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-            or not value >= 0 or not np.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
-
-
-def check_positive(name, value, integer=False):
-    kind = int if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        what = "a positive integer" if integer else "a positive number"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return value
 
 
 def check_images(x, name="x"):
@@ -71,26 +49,6 @@ def check_seed(seed):
 
 def flat(t):
     return tf.reshape(t, [tf.shape(t)[0], -1])
-
-
-def lp_norm(d, norm):
-    """Per-example Lp norm of a batch (any rank), shape [batch]."""
-    d = flat(d)
-    if norm == "linf":
-        return tf.reduce_max(tf.abs(d), axis=1)
-    return tf.sqrt(tf.reduce_sum(tf.square(d), axis=1))
-
-
-def lp_norm_np(d, norm):
-    d = np.asarray(d, np.float64).reshape(len(d), -1)
-    if norm == "linf":
-        return np.abs(d).max(axis=1) if d.shape[1] else np.zeros(len(d))
-    return np.sqrt((d ** 2).sum(axis=1))
-
-
-def per_example(v):
-    """Reshapes a per-example vector [batch] to broadcast against NHWC images."""
-    return tf.reshape(v, [-1, 1, 1, 1])
 
 
 def gather_label(logits, labels):

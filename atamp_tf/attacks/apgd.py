@@ -14,13 +14,14 @@ import numpy as np
 import tensorflow as tf
 
 from atamp_tf.attacks import _aa_utils as U
+from atamp_tf.attacks import geometry
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 
 
 def ce_loss(logits, y, y_target=None):
     """Per-example cross-entropy of the true label (ascended by APGD-CE)."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+    return geometry.cross_entropy(logits, y)
 
 
 def dlr_loss(logits, y, y_target=None):
@@ -49,10 +50,6 @@ def checkpoint_schedule(n_iter):
     return max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
 
 
-def _normalize(v, norm):
-    return v / (U.per_example(U.lp_norm(v, norm)) + 1e-12)
-
-
 def _build(logits_fn, norm, loss_name, image_shape):
     fn = U.as_logits_callable(logits_fn)
     loss_fn = _LOSS_FNS[loss_name]
@@ -66,11 +63,7 @@ def _build(logits_fn, norm, loss_name, image_shape):
         return logits, loss, tape.gradient(total, xa)
 
     def project(z, x, eps):
-        if norm == "linf":
-            return tf.clip_by_value(tf.clip_by_value(z, x - eps, x + eps), 0.0, 1.0)
-        d = z - x
-        dn = U.per_example(U.lp_norm(d, "l2"))
-        return tf.clip_by_value(x + _normalize(d, "l2") * tf.minimum(eps, dn), 0.0, 1.0)
+        return geometry.project_autoattack(z, x, eps=eps, norm=norm)
 
     spec = tf.TensorSpec([None, *image_shape], tf.float32)
     lab = tf.TensorSpec([None], tf.int32)
@@ -84,7 +77,7 @@ def _build(logits_fn, norm, loss_name, image_shape):
             t = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0)
         else:
             t = tf.random.stateless_normal(tf.shape(x), seed)
-        x_adv = tf.clip_by_value(x + eps * _normalize(t, norm), 0.0, 1.0)
+        x_adv = tf.clip_by_value(x + eps * geometry.normalize(t, norm), 0.0, 1.0)
         logits, loss, grad = loss_and_grad(x_adv, y, yt)
         acc = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
         batch = tf.shape(x)[0]
@@ -100,23 +93,23 @@ def _build(logits_fn, norm, loss_name, image_shape):
 
         def body(s):
             s = dict(s)
-            x_adv, step = s["x_adv"], U.per_example(s["step"])
+            x_adv, step = s["x_adv"], geometry.per_example(s["step"], x)
             momentum = x_adv - s["x_old"]
             a = tf.where(s["i"] > 0, 0.75, 1.0)
             if norm == "linf":
                 z = project(x_adv + step * tf.sign(s["grad"]), x, eps)
             else:
-                z = project(x_adv + step * _normalize(s["grad"], "l2"), x, eps)
+                z = project(x_adv + step * geometry.normalize(s["grad"], "l2"), x, eps)
             x_new = project(x_adv + (z - x_adv) * a + momentum * (1.0 - a), x, eps)
             logits, loss, grad = loss_and_grad(x_new, y, yt)
             pred_ok = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
             s["acc"] = tf.logical_and(s["acc"], pred_ok)
-            s["x_best_adv"] = tf.where(U.per_example(~pred_ok), x_new, s["x_best_adv"])
+            s["x_best_adv"] = tf.where(geometry.per_example(~pred_ok, x), x_new, s["x_best_adv"])
             s["n_incr"] += tf.cast(loss > s["loss_prev"], tf.float32)
             s["loss_prev"] = loss
             better = loss > s["loss_best"]
-            s["x_best"] = tf.where(U.per_example(better), x_new, s["x_best"])
-            s["grad_best"] = tf.where(U.per_example(better), grad, s["grad_best"])
+            s["x_best"] = tf.where(geometry.per_example(better, x), x_new, s["x_best"])
+            s["grad_best"] = tf.where(geometry.per_example(better, x), grad, s["grad_best"])
             s["loss_best"] = tf.where(better, loss, s["loss_best"])
             since = s["since_check"] + 1
             check = tf.equal(since, s["k"])
@@ -126,8 +119,8 @@ def _build(logits_fn, norm, loss_name, image_shape):
             s["reduced_check"] = tf.where(check, halve, s["reduced_check"])
             s["loss_best_check"] = tf.where(check, s["loss_best"], s["loss_best_check"])
             s["step"] = tf.where(halve, s["step"] / 2.0, s["step"])
-            s["x_adv"] = tf.where(U.per_example(halve), s["x_best"], x_new)
-            s["grad"] = tf.where(U.per_example(halve), s["grad_best"], grad)
+            s["x_adv"] = tf.where(geometry.per_example(halve, x), s["x_best"], x_new)
+            s["grad"] = tf.where(geometry.per_example(halve, x), s["grad_best"], grad)
             s["x_old"] = x_adv
             s["n_incr"] = tf.where(check, tf.zeros_like(s["n_incr"]), s["n_incr"])
             s["k"] = tf.where(check, tf.maximum(s["k"] - k_decr, k_min), s["k"])
@@ -137,15 +130,15 @@ def _build(logits_fn, norm, loss_name, image_shape):
 
         (state,) = tf.while_loop(cond, body, (state,))
         fooled = ~state["acc"]
-        return tf.where(U.per_example(fooled), state["x_best_adv"], x), fooled
+        return tf.where(geometry.per_example(fooled, x), state["x_best_adv"], x), fooled
 
     return run
 
 
 def _check_common(x, y, eps, norm, n_iter, seed):
-    U.check_norm(norm)
-    U.check_positive("eps", eps)
-    U.check_positive("n_iter", n_iter, integer=True)
+    geometry.check_norm(norm)
+    geometry.check_number("eps", eps, strict=True)
+    geometry.check_number("n_iter", n_iter, low=1, whole=True)
     U.check_seed(seed)
     x = U.check_images(x)
     return x, U.check_labels(y, len(x))
@@ -198,7 +191,8 @@ def apgd_targeted(logits_fn, x, y, *, eps, norm="linf", n_iter=100, n_target_cla
     """APGD-T: targeted DLR, one run per target (the 2nd, 3rd, ... highest clean logit) on the
     examples not fooled yet. Returns (x_adv, fooled)."""
     x, y = _check_common(x, y, eps, norm, n_iter, seed)
-    U.check_positive("n_target_classes", n_target_classes, integer=True)
+    n_target_classes = geometry.check_number("n_target_classes", n_target_classes, low=1,
+                                             whole=True)
     x_adv, fooled = x.copy(), np.zeros(len(x), bool)
     if len(x) == 0:
         return x_adv, fooled

@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 
 from atamp_tf.attacks import _aa_utils as U
-from atamp_tf.attacks import apgd, fab, square
+from atamp_tf.attacks import apgd, fab, geometry, square
 
 COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
 GRADIENT_FREE = ("square",)
@@ -104,7 +104,7 @@ def _check_components(components):
 
 
 def _within_threat(x_adv, x, norm, eps):
-    dist = U.lp_norm_np(x_adv - x, norm)
+    dist = geometry.lp_norm_np(x_adv - x, norm)
     inside_box = (x_adv >= 0.0).all(axis=(1, 2, 3)) & (x_adv <= 1.0).all(axis=(1, 2, 3))
     return (dist <= eps + BALL_TOLERANCE) & inside_box
 
@@ -123,14 +123,12 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r} (plus / rand "
                          f"are not implemented)")
-    U.check_norm(norm)
-    U.check_non_negative("eps", eps)  # eps = 0: nothing to attack, robust = correct
-    U.check_positive("num_classes", num_classes, integer=True)
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    U.check_positive("batch_size", batch_size, integer=True)
-    U.check_positive("n_iter", n_iter, integer=True)
-    U.check_positive("n_queries", n_queries, integer=True)
+    geometry.check_norm(norm)
+    geometry.check_number("eps", eps)  # eps = 0: nothing to attack, robust = correct
+    num_classes = geometry.check_number("num_classes", num_classes, low=2, whole=True)
+    batch_size = geometry.check_number("batch_size", batch_size, low=1, whole=True)
+    n_iter = geometry.check_number("n_iter", n_iter, low=1, whole=True)
+    n_queries = geometry.check_number("n_queries", n_queries, low=1, whole=True)
     U.check_seed(seed)
     components = _check_components(components)
     if model is None and predict_fn is None:

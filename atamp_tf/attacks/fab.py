@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from atamp_tf.attacks import _aa_utils as U
-from atamp_tf.attacks import fab_projections
+from atamp_tf.attacks import fab_projections, geometry
 
 _NO_ADV = np.float32(1e10)
 
@@ -54,17 +54,17 @@ def _build(logits_fn, norm, image_shape):
                                         tf.concat([w, w], 0), tf.concat([b, b], 0), norm)
             d1 = tf.reshape(d[:n], tf.shape(x0))
             d2 = tf.reshape(d[n:], tf.shape(x0))
-            a = tf.maximum(U.lp_norm(d, norm), 1e-8)
+            a = tf.maximum(geometry.lp_norm(d, norm), 1e-8)
             a1, a2 = a[:n], a[n:]
-            alpha = U.per_example(tf.clip_by_value(a1 / (a1 + a2), 0.0, alpha_max))
+            alpha = geometry.per_example(tf.clip_by_value(a1 / (a1 + a2), 0.0, alpha_max), x0)
             x1 = tf.clip_by_value((x1 + eta * d1) * (1.0 - alpha) + (x0 + eta * d2) * alpha,
                                   0.0, 1.0)
             is_adv = tf.not_equal(predict(x1), y)
-            dist = U.lp_norm(x1 - x0, norm)
+            dist = geometry.lp_norm(x1 - x0, norm)
             closer = tf.logical_and(is_adv, dist < res)
-            adv = tf.where(U.per_example(closer), x1, adv)
+            adv = tf.where(geometry.per_example(closer, x0), x1, adv)
             res = tf.where(closer, dist, res)
-            x1 = tf.where(U.per_example(is_adv), x0 + (x1 - x0) * beta, x1)
+            x1 = tf.where(geometry.per_example(is_adv, x0), x0 + (x1 - x0) * beta, x1)
             return i + 1, x1, adv, res
 
         _, _, adv, res = tf.while_loop(
@@ -72,7 +72,7 @@ def _build(logits_fn, norm, image_shape):
             (tf.constant(0), x0, x0, tf.fill([n], _NO_ADV)))
         found = res < _NO_ADV
         adv = _final_search(fn, x0, y, adv, found, search_steps)
-        return adv, found, U.lp_norm(adv - x0, norm)
+        return adv, found, geometry.lp_norm(adv - x0, norm)
 
     return run
 
@@ -89,31 +89,28 @@ def _final_search(fn, x0, y, adv, found, steps):
         t2 = U.gather_label(z_hi, other) - U.gather_label(z_hi, y)
         t = t1 / (t1 + t2 + 1e-10)
         t = tf.where(tf.logical_and(t >= 0.0, t <= 1.0), t, 1.0)
-        mid = lo + (hi - lo) * U.per_example(t)
+        mid = lo + (hi - lo) * geometry.per_example(t, lo)
         z_mid = fn(mid)
         pred = tf.argmax(z_mid, axis=1, output_type=tf.int32)
         clean = tf.logical_or(tf.equal(pred, y), ~found)
-        lo = tf.where(U.per_example(clean), mid, lo)
+        lo = tf.where(geometry.per_example(clean, lo), mid, lo)
         z_lo = tf.where(clean[:, None], z_mid, z_lo)
-        hi = tf.where(U.per_example(clean), hi, mid)
+        hi = tf.where(geometry.per_example(clean, lo), hi, mid)
         z_hi = tf.where(clean[:, None], z_hi, z_mid)
         other = tf.where(clean, other, pred)
         return i + 1, lo, hi, z_lo, z_hi, other
 
     _, _, hi, _, _, _ = tf.while_loop(lambda i, *_: i < steps, body,
                                       (tf.constant(0), lo, hi, z_lo, z_hi, other))
-    return tf.where(U.per_example(found), hi, x0)
+    return tf.where(geometry.per_example(found, x0), hi, x0)
 
 
 def _check(x, y, norm, n_iter, alpha_max, eta, beta, final_search_steps):
-    U.check_norm(norm)
-    U.check_positive("n_iter", n_iter, integer=True)
-    U.check_positive("alpha_max", alpha_max)
-    U.check_positive("eta", eta)
-    U.check_positive("beta", beta)
-    if not isinstance(final_search_steps, (int, np.integer)) or final_search_steps < 0:
-        raise ValueError(f"final_search_steps must be a non-negative integer, got "
-                         f"{final_search_steps!r}")
+    geometry.check_norm(norm)
+    geometry.check_number("n_iter", n_iter, low=1, whole=True)
+    for name, value in (("alpha_max", alpha_max), ("eta", eta), ("beta", beta)):
+        geometry.check_number(name, value, strict=True)
+    geometry.check_number("final_search_steps", final_search_steps, whole=True)
     x = U.check_images(x)
     return x, U.check_labels(y, len(x))
 
@@ -140,8 +137,9 @@ def fab_targeted(logits_fn, x, y, *, eps, norm="linf", n_iter=100, n_target_clas
     """FAB-T as run by standard AutoAttack: one run per target (2nd, 3rd, ... highest clean
     logit) on the examples not fooled yet; an example is fooled when a misclassified point
     within eps is found. Returns (x_adv, fooled); x_adv is x where not fooled."""
-    U.check_positive("eps", eps)
-    U.check_positive("n_target_classes", n_target_classes, integer=True)
+    geometry.check_number("eps", eps, strict=True)
+    n_target_classes = geometry.check_number("n_target_classes", n_target_classes, low=1,
+                                             whole=True)
     x, y = _check(x, y, norm, n_iter, alpha_max, eta, beta, final_search_steps)
     x_adv, fooled = x.copy(), np.zeros(len(x), bool)
     if len(x) == 0:

@@ -20,13 +20,16 @@ and random directions move a few examples either way.
 import dataclasses
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
-WHITE_BOX = ("fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2")
-BLACK_BOX = ("spsa", "square")
+from atamp_tf.attacks import geometry, registry
+from atamp_tf.attacks.pgd import pgd
+
+WHITE_BOX = registry.names(kind="white_box")
+BLACK_BOX = registry.names(kind="black_box")
 # (stronger, weaker): the stronger attack's accuracy must not exceed the weaker one's.
-ORDER = (("pgd20", "fgsm"), ("pgd100", "pgd20")) + tuple(
-    ("autoattack", name) for name in WHITE_BOX)
+ORDER = registry.strength_order()
 BANNER = "!" * 72
 
 
@@ -48,10 +51,7 @@ def tolerance(n):
 
 def perturbation_size(x, x_adv, norm):
     """Per-example distance ||x_adv - x|| in the threat model's norm (numpy, float64)."""
-    diff = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(len(x), -1)
-    if norm == "linf":
-        return np.abs(diff).max(axis=1, initial=0.0)
-    return np.sqrt((diff ** 2).sum(axis=1))
+    return geometry.lp_norm_np(np.asarray(x_adv, np.float64) - np.asarray(x, np.float64), norm)
 
 
 def check_perturbation(name, x, x_adv, *, norm, eps, atol=1e-5):
@@ -107,9 +107,6 @@ def check_model(logits_fn, x, y, *, norm):
     """The reference AutoAttack's model checks on (x, y) (numpy, a few hundred examples):
     `logits_fn` maps a float32 batch to logits (a TF-traceable callable, e.g. a Keras model
     in inference mode). Returns a list of Checks."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from atamp_tf.attacks.pgd import pgd  # pylint: disable=import-outside-toplevel
     x = tf.constant(np.asarray(x, np.float32))
     y = tf.constant(np.asarray(y, np.int32))
     first, second = np.asarray(logits_fn(x)), np.asarray(logits_fn(x))
@@ -123,7 +120,7 @@ def check_model(logits_fn, x, y, *, norm):
                         if probabilities else "outputs are not probability rows"))
     with tf.GradientTape() as tape:
         tape.watch(x)
-        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits_fn(x)))
+        loss = tf.reduce_sum(geometry.cross_entropy(logits_fn(x), y))
     grad = tape.gradient(loss, x)
     grad = np.zeros(x.shape, np.float32) if grad is None else grad.numpy()
     zero = int((np.abs(grad).reshape(len(grad), -1).sum(axis=1) == 0).sum())

@@ -12,28 +12,19 @@ The model is touched only through `logits_fn`, so an ONNX Runtime session wrappe
 `tf.numpy_function` works as well as a Keras model.
 """
 import tensorflow as tf
-from cleverhans.tf2.utils import clip_eta
 
-# The paper's settings (section 4.2): perturbation 0.001, step 0.01, 256 samples per estimate.
-DEFAULT_DELTA = 0.001
-DEFAULT_LEARNING_RATE = 0.01
-DEFAULT_NUM_SAMPLES = 256
-DEFAULT_STEPS = 100
+from atamp_tf.attacks import geometry, registry
+
+# The paper's settings (section 4.2), as the registry records them.
+_DEFAULTS = registry.get("spsa").defaults
+DEFAULT_DELTA = _DEFAULTS["delta"]
+DEFAULT_LEARNING_RATE = _DEFAULTS["learning_rate"]
+DEFAULT_NUM_SAMPLES = _DEFAULTS["num_samples"]
+DEFAULT_STEPS = _DEFAULTS["steps"]
 # Keras' Adam defaults, which CleverHans' SPSAAdam inherits.
 ADAM_BETA_1 = 0.9
 ADAM_BETA_2 = 0.999
 ADAM_EPSILON = 1e-7
-_NORM_ORD = {"linf": float("inf"), "l2": 2}
-
-
-def margin_loss(logits, y):
-    """z_y - max_{j != y} z_j per example: negative exactly when the example is misclassified."""
-    mask = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1], on_value=True,
-                      off_value=False)
-    true_logit = tf.reduce_sum(tf.where(mask, logits, tf.zeros_like(logits)), axis=-1)
-    other = tf.reduce_max(tf.where(mask, tf.fill(tf.shape(logits), logits.dtype.min), logits),
-                          axis=-1)
-    return true_logit - other
 
 
 def draw_key(seed, index):
@@ -76,47 +67,21 @@ def spsa_gradient(loss_fn, x, y, directions, *, delta, max_batch=None):
     return total / (2.0 * delta * tf.cast(pairs, x.dtype))
 
 
-def _project(perturbation, x, *, eps, norm):
-    """Clips the perturbation to the eps-ball (CleverHans' clip_eta) and x + it to [0, 1]."""
-    perturbation = clip_eta(perturbation, _NORM_ORD[norm], eps)
-    return tf.clip_by_value(x + perturbation, 0.0, 1.0) - x
-
-
-def _start(x, key, *, eps, norm):
-    """Start point: uniform in the L-inf box as CleverHans does; for L2 uniform in the ball."""
-    if norm == "linf":
-        return tf.random.stateless_uniform(tf.shape(x), seed=key, minval=-eps, maxval=eps,
-                                           dtype=x.dtype)
-    keys = tf.random.experimental.stateless_split(key, 2)
-    batch = tf.shape(x)[:1]
-    direction = tf.random.stateless_normal(tf.shape(x), seed=keys[0], dtype=x.dtype)
-    length = tf.norm(tf.reshape(direction, tf.concat([batch, [-1]], 0)), axis=1)
-    dim = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
-    radius = eps * tf.pow(tf.random.stateless_uniform(batch, seed=keys[1], dtype=x.dtype),
-                          1.0 / dim)
-    return direction * _per_example(radius / tf.maximum(length, 1e-12), x)
-
-
-def _per_example(values, x):
-    """Reshapes per-example values [B] to broadcast against x [B, ...]."""
-    return tf.reshape(values, [-1] + [1] * (len(x.shape) - 1))
+def check_num_samples(name, value):
+    """num_samples counts both points of each +-delta pair: an even whole number >= 2."""
+    value = geometry.check_number(name, value, low=2, whole=True)
+    if value % 2:
+        raise ValueError(f"{name} must be an even whole number >= 2 (it counts both points of "
+                         f"each +-delta pair), got {value!r}")
+    return value
 
 
 def check_spsa_args(*, eps, norm, steps, learning_rate, delta, num_samples):
     """Raises ValueError naming the argument that SPSA cannot run with."""
-    if norm not in _NORM_ORD:
-        raise ValueError(f"norm must be one of {tuple(_NORM_ORD)}, got {norm!r}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
-    if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    if not delta > 0:
-        raise ValueError(f"delta must be > 0, got {delta!r}")
-    if int(num_samples) != num_samples or num_samples < 2 or num_samples % 2:
-        raise ValueError(f"num_samples must be an even number >= 2 (it counts both points of "
-                         f"each +-delta pair), got {num_samples!r}")
+    geometry.check_threat_model(norm, eps, steps=steps)
+    geometry.check_number("learning_rate", learning_rate, strict=True)
+    geometry.check_number("delta", delta, strict=True)
+    check_num_samples("num_samples", num_samples)
 
 
 def spsa(logits_fn, x, y, *, eps, norm="linf", steps=DEFAULT_STEPS,
@@ -138,13 +103,15 @@ def spsa(logits_fn, x, y, *, eps, norm="linf", steps=DEFAULT_STEPS,
     seed = tf.cast(seed, tf.int32)
     if seed.shape.rank == 0:
         seed = tf.stack([seed, 0])
-    pairs = num_samples // 2
+    pairs = int(num_samples) // 2
 
     def loss_fn(points, labels):
-        return margin_loss(logits_fn(points), labels)
+        return geometry.margin(logits_fn(points), labels)
 
-    perturbation = _project(_start(x, draw_key(seed, 0), eps=eps, norm=norm), x, eps=eps,
-                            norm=norm)
+    # The start: uniform in the L-inf box as CleverHans draws it; for L2 uniform in the ball.
+    start = geometry.random_perturbation(x, eps=eps, norm=norm, seed=draw_key(seed, 0),
+                                         l2_radius="volume")
+    perturbation = geometry.project_perturbation(start, x, eps=eps, norm=norm)
     done = tf.zeros(tf.shape(x)[:1], tf.bool)
     if early_stop:
         done = loss_fn(x + perturbation, y) < 0.0
@@ -164,8 +131,8 @@ def spsa(logits_fn, x, y, *, eps, norm="linf", steps=DEFAULT_STEPS,
         m_hat = m / (1.0 - tf.pow(ADAM_BETA_1, t))
         u_hat = u / (1.0 - tf.pow(ADAM_BETA_2, t))
         step = perturbation - learning_rate * m_hat / (tf.sqrt(u_hat) + ADAM_EPSILON)
-        step = _project(step, x, eps=eps, norm=norm)
-        perturbation = tf.where(_per_example(done, x), perturbation, step)
+        step = geometry.project_perturbation(step, x, eps=eps, norm=norm)
+        perturbation = tf.where(geometry.per_example(done, x), perturbation, step)
         if early_stop:
             done = tf.logical_or(done, loss_fn(x + perturbation, y) < 0.0)
         return i + 1, perturbation, m, u, done

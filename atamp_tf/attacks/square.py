@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from atamp_tf.attacks import _aa_utils as U
+from atamp_tf.attacks import geometry
 
 _P_STEPS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -109,10 +110,7 @@ def _build(logits_fn, norm, image_shape, numpy_logits, num_classes):
     init_tiles = tf.constant(_l2_init_tiles(h, w))
 
     def margin(z, y):
-        logits = fn(z)
-        own = U.gather_label(logits, y)
-        others = tf.where(tf.one_hot(y, tf.shape(logits)[1]) > 0, -np.inf, logits)
-        return own - tf.reduce_max(others, axis=1)
+        return geometry.margin(fn(z), y)
 
     def side(p):
         s = tf.cast(tf.round(tf.sqrt(p * n_features / c)), tf.int32)
@@ -136,6 +134,12 @@ def _build(logits_fn, norm, image_shape, numpy_logits, num_classes):
     def run(x, y, eps, n_queries, p_init, seed):
         n = tf.shape(x)[0]
         keys = tf.random.experimental.stateless_split(seed, 2)
+
+        def on_sphere(delta):
+            """x + delta rescaled to L2 length eps, clipped to [0, 1]."""
+            length = geometry.per_example(geometry.lp_norm(delta, "l2"), x)
+            return tf.clip_by_value(x + eps * delta / (length + 1e-12), 0.0, 1.0)
+
         if norm == "linf":
             stripes = _random_sign([n, 1, w, c], keys[0])
             x_best = tf.clip_by_value(x + eps * stripes, 0.0, 1.0)
@@ -146,8 +150,7 @@ def _build(logits_fn, norm, image_shape, numpy_logits, num_classes):
             signs = _random_sign([n, n_tiles, c], tf.random.experimental.stateless_fold_in(
                 keys[0], 1))
             delta = tf.einsum("thw,btc->bhwc", patterns, signs)
-            x_best = tf.clip_by_value(
-                x + eps * delta / (U.per_example(U.lp_norm(delta, "l2")) + 1e-12), 0.0, 1.0)
+            x_best = on_sphere(delta)
         best = margin(x_best, y)
 
         def l2_proposal(x_best, s, top, left, win, k):
@@ -162,14 +165,13 @@ def _build(logits_fn, norm, image_shape, numpy_logits, num_classes):
                 return tf.sqrt(tf.reduce_sum(tf.square(v), axis=[1, 2], keepdims=True))
 
             norm_win1 = channel_norm(delta * win)
-            norm_image = U.per_example(U.lp_norm(delta, "l2"))
+            norm_image = geometry.per_example(geometry.lp_norm(delta, "l2"), x)
             norm_windows = channel_norm(delta * tf.maximum(win, win2))
             new = tile[None, :, :, None] * signs + delta * win / (1e-12 + norm_win1)
             new = new / (1e-12 + channel_norm(new)) * tf.sqrt(
                 tf.maximum(eps ** 2 - norm_image ** 2, 0.0) / c + norm_windows ** 2)
             delta = tf.where(win > 0, new, tf.where(win2 > 0, 0.0, delta))
-            return tf.clip_by_value(
-                x + eps * delta / (U.per_example(U.lp_norm(delta, "l2")) + 1e-12), 0.0, 1.0)
+            return on_sphere(delta)
 
         def cond(i, x_best, best):
             return tf.logical_and(i < n_queries, tf.reduce_any(best > 0.0))
@@ -182,19 +184,18 @@ def _build(logits_fn, norm, image_shape, numpy_logits, num_classes):
             win = _window(h, w, top, left, s)[None, :, :, None]
             if norm == "linf":
                 step = win * 2.0 * eps * _random_sign([1, 1, 1, c], k[2])
-                x_new = tf.clip_by_value(tf.clip_by_value(x_best + step, x - eps, x + eps),
-                                         0.0, 1.0)
+                x_new = geometry.project_autoattack(x_best + step, x, eps=eps, norm="linf")
             else:
                 x_new = l2_proposal(x_best, s, top, left, win, k)
             m = margin(x_new, y)
             accept = tf.logical_and(best > 0.0, tf.logical_or(m < best, m <= 0.0))
-            x_best = tf.where(U.per_example(accept), x_new, x_best)
+            x_best = tf.where(geometry.per_example(accept, x), x_new, x_best)
             best = tf.where(accept, m, best)
             return i + 1, x_best, best
 
         _, x_best, best = tf.while_loop(cond, body, (tf.constant(0), x_best, best))
         fooled = best <= 0.0
-        return tf.where(U.per_example(fooled), x_best, x), fooled
+        return tf.where(geometry.per_example(fooled, x), x_best, x), fooled
 
     return run
 
@@ -204,10 +205,10 @@ def square(logits_fn, x, y, *, eps, norm="linf", n_queries=5000, p_init=0.8, see
     """Square attack on numpy images. Returns (x_adv, fooled): x_adv is a misclassified point
     inside the eps-ball where fooled, else x. logits_fn: a TF-traceable logits function, or a
     numpy one with numpy_logits=True (see the module docstring)."""
-    U.check_norm(norm)
-    U.check_positive("eps", eps)
-    U.check_positive("n_queries", n_queries, integer=True)
-    U.check_positive("batch_size", batch_size, integer=True)
+    geometry.check_norm(norm)
+    geometry.check_number("eps", eps, strict=True)
+    geometry.check_number("n_queries", n_queries, low=1, whole=True)
+    batch_size = geometry.check_number("batch_size", batch_size, low=1, whole=True)
     U.check_seed(seed)
     if not 0.0 < p_init <= 1.0:
         raise ValueError(f"p_init must be in (0, 1], got {p_init!r}")

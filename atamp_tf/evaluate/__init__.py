@@ -14,7 +14,6 @@ The flags live in atamp_tf.evaluate.cli, so importing this module defines no abs
 import dataclasses
 import datetime
 import json
-import math
 import os
 import time
 
@@ -22,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from atamp_tf import rundir
-from atamp_tf.attacks import sanity, suite
+from atamp_tf.attacks import geometry, registry, sanity, suite
 from atamp_tf.checkpoints import (  # noqa: F401 (public here too)
     checkpoint_path,
     load_keras_model,
@@ -36,39 +35,34 @@ DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
 MODEL_CHECK_EXAMPLES = 200  # examples the model checks (sanity.check_model) run on
 PARITY_ATOL = 1e-4  # largest |Keras - ONNX| logit difference accepted as the same model
 # (export's default too, atamp_tf.export.DEFAULT_ATOL: one tolerance, the README's)
-NEEDS_GRADIENTS = ("fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
 
 # ---------------------------------------------------------------------------- arguments
 DEFAULT_SETTINGS = suite.SuiteSettings()  # frozen: one shared default instance
 
-def check_norm(norm):
-    """Returns norm if it is linf or l2; ValueError naming --norm otherwise."""
-    if norm not in suite.NORM_ORD:
-        raise ValueError(f"--norm must be one of {', '.join(suite.NORM_ORD)}, got {norm!r}")
-    return norm
-
 
 def parse_attacks(text, norm, *, onnx=False):
-    """Attack names from a comma list (None: the defaults), in Table 3 order.
+    """Attack names from a comma list (None: the defaults, Table 3's, plus Square on an ONNX
+    model), in report order (the registry's).
 
     `natural` is always included: it costs one pass and every sanity check compares with it.
     """
+    known = registry.names(norm)
     if text is None:
-        names = suite.table3_attacks(norm) + (("square",) if onnx else ())
-        return names
+        return registry.table3_attacks(norm) + (("square",) if onnx else ())
     names = [name.strip() for name in str(text).split(",") if name.strip()]
-    other_cw = {"cw_inf": "cw_l2", "cw_l2": "cw_inf"}
     for name in names:
-        if name in other_cw and name != suite.cw_name(norm):
-            raise ValueError(f"--attacks: {name} is the CW attack of the other norm; under "
-                             f"--norm={norm} it is called {suite.cw_name(norm)}")
-        if name not in suite.known_attacks(norm):
+        if name in registry.names() and name not in known:
+            if registry.get(name).defaults.get("loss") == "cw_margin":
+                raise ValueError(f"--attacks: {name} is the CW attack of the other norm; under "
+                                 f"--norm={norm} it is called {registry.cw_name(norm)}")
+            raise ValueError(f"--attacks: {name} runs under --norm="
+                             f"{', '.join(registry.get(name).norms)} only")
+        if name not in known:
             raise ValueError(f"--attacks: unknown attack {name!r}; known under --norm={norm}: "
-                             f"{', '.join(suite.known_attacks(norm))}")
+                             f"{', '.join(known)}")
     if not names:
         raise ValueError("--attacks: empty list; name at least one attack")
-    return tuple(name for name in suite.known_attacks(norm) if name in names or
-                 name == "natural")
+    return tuple(name for name in known if name in names or name == "natural")
 
 
 # ---------------------------------------------------------------------------- models
@@ -181,11 +175,9 @@ def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_s
 
 def _check_inputs(x, y, *, norm, eps, batch_size):
     """x, y as float32 / int32 arrays; ValueError for anything the suite cannot run on."""
-    check_norm(norm)
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"--batch_size must be a whole number >= 1, got {batch_size!r}")
+    geometry.check_norm(norm, "--norm")
+    geometry.check_number("eps", eps)
+    geometry.check_number("--batch_size", batch_size, low=1, whole=True)
     x = np.asarray(x, np.float32)
     y = np.asarray(y).astype(np.int32)
     if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
@@ -223,14 +215,14 @@ def _craft(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, sett
     """(x_adv, extra report fields) of one attack on one target."""
     if name == "natural":
         return x, {}
-    if name in ("autoattack", "square"):
+    if registry.get(name).runner in ("autoattack", "square"):
         return _run_autoattack(name, target, x, y, norm=norm, eps=eps, num_classes=num_classes,
                                seed=seed, batch_size=batch_size, settings=settings,
                                verbose=verbose)
     attack = suite.make_attack(name, target.logits_fn, norm=norm, eps=eps, settings=settings)
     return suite.run_batched(attack, x, y, batch_size=batch_size, seed=seed,
-                             stream=suite.random_stream(name),
-                             label=suite.LABELS[name], verbose=verbose), {}
+                             stream=registry.get(name).stream,
+                             label=registry.get(name).label, verbose=verbose), {}
 
 
 def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path=None,
@@ -261,8 +253,8 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
 
     results, skipped, correct = {}, {}, {}
     for name in names:
-        gradient_free = suite.KINDS[name] in ("clean", "black_box")
-        target = primary if gradient_free else targets.get("keras")
+        attack = registry.get(name)
+        target = targets.get("keras") if attack.needs_gradients else primary
         if target is None:
             skipped[name] = _skip_reason(name, names)
             continue
@@ -279,7 +271,7 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         correct[name] = logits.argmax(1) == y
         if name != "natural":
             checks.append(sanity.check_perturbation(name, x, x_adv, norm=norm, eps=eps))
-        results[name] = {"label": suite.LABELS[name], "kind": suite.KINDS[name],
+        results[name] = {"label": attack.label, "kind": attack.kind,
                          "run_on": target.name,
                          "settings": suite.attack_settings(name, norm=norm, eps=eps,
                                                            settings=settings),
@@ -359,10 +351,11 @@ def markdown_report(report):
               f"({threat['eps']:.6g})",
               f"- seed {report['seed']}, {report['seconds']:.1f} s", ""]
     norm = threat["norm"]
-    columns = list(suite.table3_attacks(norm))
+    columns = list(registry.table3_attacks(norm))
     columns += [name for name in report["accuracy"] if name not in columns]
     acc = report["accuracy"]
-    lines += ["| Defense | " + " | ".join(suite.LABELS[c] for c in columns) + " | Worst case |",
+    lines += ["| Defense | " + " | ".join(registry.get(c).label for c in columns)
+              + " | Worst case |",
               "| --- |" + " ---: |" * (len(columns) + 1),
               f"| {name} | " + " | ".join(_percent(acc.get(c)) for c in columns)
               + f" | {_percent(report['worst_case']['accuracy'])} |", "",
@@ -397,11 +390,8 @@ def write_report(report, output_dir):
                                  "arrays": [f"correct_{k}" for k in correct],
                                  "meaning": "bool per example, in the order of `examples`: "
                                             "classified correctly at the attack's output"}
-    with open(paths["json"], "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    with open(paths["md"], "w", encoding="utf-8") as f:
-        f.write(markdown_report(report))
+    rundir.atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
+    rundir.atomic_write_text(paths["md"], markdown_report(report))
     return paths
 
 
@@ -423,7 +413,7 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
     """
     source = resolve_model(model, checkpoint=checkpoint, keras_model=keras_model)
     config = source.run_config
-    norm = check_norm(norm or config.get("norm") or "linf")
+    norm = geometry.check_norm(norm or config.get("norm") or "linf", "--norm")
     eps_text = str(eps) if eps is not None else (
         str(config.get("eps_text") or config["eps"])
         if "eps" in config and config.get("norm") == norm else DEFAULT_EPS[norm])

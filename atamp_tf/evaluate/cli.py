@@ -12,7 +12,9 @@ is done by atamp_tf.evaluate / SuiteSettings and raises ValueError naming the fl
 from absl import flags
 
 from atamp_tf import cli, evaluate
-from atamp_tf.attacks import suite
+from atamp_tf.attacks import registry, suite
+
+_DEFAULTS = suite.SuiteSettings()  # the registry's defaults
 
 _MODEL = flags.DEFINE_string("model", None, "Run directory, .keras file or .onnx file.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
@@ -28,9 +30,10 @@ _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None,
                                      "Evaluate the first N examples of the split (default all).")
 _ATTACKS = flags.DEFINE_string(
     "attacks", None, "Comma list of attacks (default: Table 3's; `square` as well for ONNX). "
-    "Known: natural, fgsm, pgd20, pgd100, cw_inf (linf) / cw_l2 (l2), spsa, autoattack, square.")
-_NORM = flags.DEFINE_string("norm", None, "Threat model norm, linf or l2 (default: the run's, "
-                            "else linf).")
+    "Known: " + ", ".join(a.name + ("" if a.norms == registry.NORMS else f" ({'/'.join(a.norms)})")
+                          for a in registry.ATTACKS) + ".")
+_NORM = flags.DEFINE_string("norm", None, f"Threat model norm, {' or '.join(registry.NORMS)} "
+                            "(default: the run's, else linf).")
 _EPS = flags.DEFINE_string("eps", None, "Radius, a number or a fraction such as 8/255 (default: "
                            "the run's, else 8/255 for linf and 128/255 for l2).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per attack batch.")
@@ -40,25 +43,28 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the report
 _PGD_STEP_SIZE = flags.DEFINE_string("pgd_step_size", None, "PGD / CW step (number or fraction; "
                                      "default eps/4 for linf, eps*15/128 for l2).")
 _PGD_EARLY_STOP = flags.DEFINE_bool(
-    "pgd_early_stop", suite.SuiteSettings.pgd_early_stop, "PGD / CW: an example stops moving "
+    "pgd_early_stop", _DEFAULTS.pgd_early_stop, "PGD / CW: an example stops moving "
     "once misclassified (--nopgd_early_stop: CleverHans' last iterate).")
-_SPSA_STEPS = flags.DEFINE_integer("spsa_steps", suite.SuiteSettings.spsa_steps,
+_SPSA_STEPS = flags.DEFINE_integer("spsa_steps", _DEFAULTS.spsa_steps,
                                    "SPSA iterations.")
-_SPSA_SAMPLES = flags.DEFINE_integer("spsa_samples", suite.SuiteSettings.spsa_samples,
+_SPSA_SAMPLES = flags.DEFINE_integer("spsa_samples", _DEFAULTS.spsa_samples,
                                      "SPSA model evaluations per gradient estimate (even).")
-_SPSA_DELTA = flags.DEFINE_float("spsa_delta", suite.SuiteSettings.spsa_delta,
+_SPSA_DELTA = flags.DEFINE_float("spsa_delta", _DEFAULTS.spsa_delta,
                                  "SPSA finite-difference perturbation.")
-_SPSA_LR = flags.DEFINE_float("spsa_learning_rate", suite.SuiteSettings.spsa_learning_rate,
+_SPSA_LR = flags.DEFINE_float("spsa_learning_rate", _DEFAULTS.spsa_learning_rate,
                               "SPSA Adam step size.")
-_SPSA_MAX_BATCH = flags.DEFINE_integer("spsa_max_batch", suite.SuiteSettings.spsa_max_batch,
+_SPSA_MAX_BATCH = flags.DEFINE_integer("spsa_max_batch", _DEFAULTS.spsa_max_batch,
                                        "Most images per model call inside SPSA.")
-_AA_VERSION = flags.DEFINE_string("autoattack_version", "standard", "AutoAttack version.")
+_AA_VERSION = flags.DEFINE_string("autoattack_version", _DEFAULTS.autoattack_version,
+                                  "AutoAttack version.")
 _AA_COMPONENTS = flags.DEFINE_list(
     "autoattack_components", [], "AutoAttack components to run, in order, from apgd-ce, "
     "apgd-t, fab-t, square (default: all four, the standard version). A subset is a weaker "
     "attack than AutoAttack; the report records which components ran.")
-_AA_ITERS = flags.DEFINE_integer("autoattack_iters", 100, "APGD / FAB iterations.")
-_SQUARE_QUERIES = flags.DEFINE_integer("square_queries", 5000, "Square attack queries.")
+_AA_ITERS = flags.DEFINE_integer("autoattack_iters", _DEFAULTS.autoattack_iters,
+                                 "APGD / FAB iterations.")
+_SQUARE_QUERIES = flags.DEFINE_integer("square_queries", _DEFAULTS.square_queries,
+                                       "Square attack queries.")
 
 
 def settings_from_flags():

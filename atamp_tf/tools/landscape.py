@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from atamp_tf import rundir
+from atamp_tf.attacks.geometry import cross_entropy
 from atamp_tf.attacks.pgd import pgd
-from atamp_tf.losses import cross_entropy
 
 DIRECTIONS = ("random", "adversarial")
 

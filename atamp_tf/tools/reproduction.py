@@ -16,11 +16,19 @@ import csv
 import os
 
 from atamp_tf import plots, rundir
+from atamp_tf.attacks import registry
+from atamp_tf.attacks.registry import NORM_LABELS
 
-EVAL_COLUMNS = ("natural", "pgd20", "pgd100", "cw_inf", "cw_l2", "autoattack")
-EVAL_NAMES = {"natural": "natural", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw_inf": "CW-inf",
-              "cw_l2": "CW-L2", "autoattack": "AutoAttack"}
-NORM_NAMES = {"linf": "L-inf", "l2": "L2"}
+
+def evaluation_columns(reports):
+    """The summary attacks (registry.summary_attacks) that any of the reports measured, in
+    report order: the columns of the final-evaluation tables here and in the sweep's."""
+    return [c for c in registry.summary_attacks() if any(c in r["accuracy"] for r in reports)]
+
+
+def column_labels(columns):
+    """The attacks' labels (the registry's), joined as a markdown header's cells."""
+    return " | ".join(registry.get(c).label for c in columns)
 
 
 class Run:
@@ -97,7 +105,7 @@ def table1_markdown(runs, paper):
         drop = None if robust[0] is None else robust[0] - robust[1]
         theirs = [_paper(robust[0]), _paper(robust[1]), _paper(drop), _paper(natural[0]),
                   _paper(natural[1])]
-        lines.append(f"| {run.config['dataset']} | {NORM_NAMES[run.config['norm']]} "
+        lines.append(f"| {run.config['dataset']} | {NORM_LABELS[run.config['norm']]} "
                      f"{run.config['eps_text']} | {run.label} | " + " | ".join(ours + theirs)
                      + f" | `{run.name}` (best epoch {best['epoch']} of "
                      f"{run.summary['epochs_done']}) |")
@@ -107,16 +115,16 @@ def table1_markdown(runs, paper):
 def evaluation_markdown(runs):
     """The evaluation suite's accuracies (percent) for each run's evaluated checkpoint."""
     evaluated = [r for r in _sorted(runs) if r.report is not None]
-    columns = [c for c in EVAL_COLUMNS if any(c in r.report["accuracy"] for r in evaluated)]
+    columns = evaluation_columns([r.report for r in evaluated])
     lines = ["| run | threat | method | examples | "
-             + " | ".join(EVAL_NAMES[c] for c in columns) + " | worst case | checks |",
+             + column_labels(columns) + " | worst case | checks |",
              "| --- | --- | --- | ---: |" + " ---: |" * (len(columns) + 1) + " --- |"]
     for run in evaluated:
         report = run.report
         accuracy = report["accuracy"]
         worst = (report.get("worst_case") or {}).get("accuracy")
         checks = "pass" if report.get("checks_passed") else "**FAILED**"
-        lines.append(f"| `{run.name}` | {NORM_NAMES[run.config['norm']]} "
+        lines.append(f"| `{run.name}` | {NORM_LABELS[run.config['norm']]} "
                      f"{run.config['eps_text']} | {run.label} | {report['num_examples']} | "
                      + " | ".join(_pct(accuracy.get(c)) for c in columns)
                      + f" | {_pct(worst)} | {checks} |")
@@ -141,7 +149,7 @@ def plot_curves(runs, output_dir):
         path = os.path.join(output_dir, f"curves_{dataset}_{norm}.png")
         plots.plot_panels([(run.label, run.rows) for run in members], path,
                           metrics=("train_robust_acc", "test_robust_acc", "robust_gap"),
-                          title=f"{dataset} {NORM_NAMES[norm]} {members[0].config['eps_text']}")
+                          title=f"{dataset} {NORM_LABELS[norm]} {members[0].config['eps_text']}")
         paths.append(path)
     return paths
 

@@ -12,7 +12,8 @@ import math
 import os
 
 from atamp_tf import plots, rundir
-from atamp_tf.tools.reproduction import EVAL_COLUMNS, EVAL_NAMES, NORM_NAMES
+from atamp_tf.attacks.registry import NORM_LABELS
+from atamp_tf.tools.reproduction import column_labels, evaluation_columns
 
 SCOPE_NAMES = {"tensor": "AMP (per tensor)", "global": "AMP (global)", "awp": "AWP scope"}
 
@@ -107,9 +108,9 @@ def evaluation_markdown(runs):
                  for which in ("best", "last") if which in run.reports]
     if not evaluated:
         return "(no run has an evaluation report yet)"
-    columns = [c for c in EVAL_COLUMNS if any(c in rep["accuracy"] for _, _, rep in evaluated)]
+    columns = evaluation_columns([rep for _, _, rep in evaluated])
     lines = ["| run | seed | checkpoint | examples | "
-             + " | ".join(EVAL_NAMES[c] for c in columns) + " | AutoAttack version | checks |",
+             + column_labels(columns) + " | AutoAttack version | checks |",
              "| --- | ---: | --- | ---: |" + " ---: |" * len(columns) + " --- | --- |"]
     for run, which, report in evaluated:
         n, accuracy = report["num_examples"], report["accuracy"]
@@ -124,7 +125,7 @@ def evaluation_markdown(runs):
 
 def sweep_markdown(runs):
     c = runs[0].config
-    head = (f"{c.get('dataset')} {NORM_NAMES.get(c.get('norm'), c.get('norm'))} "
+    head = (f"{c.get('dataset')} {NORM_LABELS.get(c.get('norm'), c.get('norm'))} "
             f"{c.get('eps_text')}, {c.get('arch')} width {c.get('width')}, "
             f"{c.get('train_examples')} training images, {c.get('epochs')} epochs")
     return (f"## Delta sweep: {head}\n\n"

@@ -19,17 +19,11 @@ import tensorflow as tf
 
 from atamp_tf import losses
 from atamp_tf._keras_compat import MultiWorkerFitMixin, replica_count, scale_loss_for_distribution
-from atamp_tf.attacks import projections
+from atamp_tf.attacks import geometry
 from atamp_tf.attacks.pgd import pgd
 from atamp_tf.train import weight_perturbation
 
 ATTACK_BN_MODES = ("train", "eval")
-
-
-def _check_nonnegative(**values):
-    for name, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="atamp_tf")
@@ -47,17 +41,18 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
                  eval_attack_steps=20, seed=0, **kwargs):
         super().__init__(**kwargs)
         self._method = losses.get_method(method)
-        projections.check_threat_model(norm, eps, step_size, attack_steps)
+        geometry.check_threat_model(norm, eps, step_size, attack_steps)
         if step_size > eps and attack_steps > 0 and eps > 0 and norm == "linf":
             raise ValueError(f"step_size ({step_size}) must not exceed eps ({eps})")
         weight_perturbation.check_scope(amp_scope)
         if attack_bn not in ATTACK_BN_MODES:
             raise ValueError(f"attack_bn must be one of {ATTACK_BN_MODES}, got {attack_bn!r}")
-        _check_nonnegative(delta=delta, xi=xi, amp_warmup_steps=amp_warmup_steps, beta=beta,
-                           mart_lambda=mart_lambda, mixup_alpha=mixup_alpha, l1=l1, l2=l2,
-                           weight_decay=weight_decay, eval_attack_steps=eval_attack_steps)
-        if int(amp_steps) != amp_steps or amp_steps < 1:
-            raise ValueError(f"amp_steps must be a whole number >= 1, got {amp_steps!r}")
+        for name, value in dict(delta=delta, xi=xi, amp_warmup_steps=amp_warmup_steps,
+                                beta=beta, mart_lambda=mart_lambda, mixup_alpha=mixup_alpha,
+                                l1=l1, l2=l2, weight_decay=weight_decay,
+                                eval_attack_steps=eval_attack_steps).items():
+            geometry.check_number(name, value)
+        geometry.check_number("amp_steps", amp_steps, low=1, whole=True)
         if not isinstance(network, keras.Model):
             raise ValueError(f"network must be a keras.Model, got {type(network).__name__}")
         self.network = network

@@ -2,9 +2,7 @@
 
 The card is generated, never edited by hand, so it can only say what the manifest says.
 """
-
-_ATTACK_ORDER = ("natural", "fgsm", "pgd20", "pgd100", "cw_inf", "cw_l2", "spsa", "square",
-                 "autoattack")
+from atamp_tf.attacks import registry  # the rows' order: the registry's report order
 
 
 def _fraction(value):
@@ -32,8 +30,7 @@ def _worst_case(worst):
 
 def _metrics_table(metrics):
     accuracy, attacks = metrics["accuracy"], metrics.get("attacks", {})
-    names = [k for k in _ATTACK_ORDER if k in accuracy]
-    names += sorted(k for k in accuracy if k not in _ATTACK_ORDER)
+    names = registry.sort_names(accuracy)
     rows = ["| attack | accuracy | settings |", "| --- | --- | --- |"]
     rows += [f"| {k} | {_fraction(accuracy[k])} | {_settings(attacks.get(k))} |" for k in names]
     return "\n".join(rows)
