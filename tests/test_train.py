@@ -2,10 +2,12 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -160,6 +162,82 @@ def test_compare_plot_of_several_runs(tiny_run, tmp_path):
         plots.compare_run_dirs([str(tmp_path)], str(tmp_path / "x.png"))
     with pytest.raises(ValueError, match="--metric"):
         plots.compare_run_dirs([str(out)], str(tmp_path / "x.png"), metric="nope")
+
+
+# ----- a held-out split selects the best epoch ----------------------------------------------
+HOLDOUT = ["--holdout_examples=300", "--eval_holdout_examples=64"]
+HOLDOUT_RUN = [*TINY, *HOLDOUT, "--amp_delta=0", "--eps=0.02", "--step_size=0.01", "--lr=0.1",
+               "--notensorboard"]
+
+
+@pytest.fixture(scope="module")
+def holdout_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "holdout"
+    run, summary = run_training(*HOLDOUT_RUN, "--epochs=4", "--steps_per_epoch=6",
+                                f"--out_dir={out}")
+    return out, run, summary
+
+
+def test_holdout_columns_and_the_best_epoch_selected_on_them(holdout_run, capsys, tmp_path):
+    out, run, summary = holdout_run
+    with open(out / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == rundir.METRICS_COLUMNS + rundir.HOLDOUT_COLUMNS
+        rows = [{k: float(v) for k, v in r.items()} for r in reader]
+    assert all(0 <= r[k] <= 1 for r in rows for k in rundir.HOLDOUT_COLUMNS)
+    assert summary["selected_on"] == "holdout"
+    robust = [r["holdout_robust_acc"] for r in rows]
+    assert summary["best"]["epoch"] == 1 + robust.index(max(robust))  # earliest on ties
+    assert summary["best"]["holdout_robust_acc"] == pytest.approx(max(robust))
+    assert summary["evaluation"]["holdout_examples"] == 64
+    # best.keras is that epoch's network: the same seeded PGD on the same held-out examples
+    # gives exactly the recorded held-out accuracies
+    x, y = data.load_arrays("digits", "holdout", holdout=300, num_examples=64)
+    best = keras.saving.load_model(out / "checkpoints/best.keras", compile=False)
+    evaluator = callbacks.RobustEvaluator(
+        best, x, y, norm="linf", eps=0.02, step_size=0.01, steps=2, batch_size=16,
+        seed=run.config.seed * 2 + training.HOLDOUT_SEED_OFFSET)
+    assert evaluator() == pytest.approx((summary["best"]["holdout_natural_acc"],
+                                         summary["best"]["holdout_robust_acc"]))
+    assert (out / "plots/accuracy.png").read_bytes()[:8] == PNG
+    path = plots.compare_run_dirs([str(out)], str(tmp_path / "ho.png"), metric="holdout_robust_acc")
+    assert open(path, "rb").read(8) == PNG
+    # the closing log line says which split chose the best epoch
+    print(training.summary_line(summary))
+    assert "selected on the held-out robust accuracy" in capsys.readouterr().out
+
+
+def test_training_leaves_the_held_out_examples_out():
+    config, _ = parse(*HOLDOUT_RUN, "--epochs=1", "--steps_per_epoch=0")
+    assert training.train_dataset(config, seed=0)[1] == (1437 - 300) // 32
+    without, _ = parse(*TINY, "--epochs=1", "--steps_per_epoch=0")
+    assert training.train_dataset(without, seed=0)[1] == 1437 // 32
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--holdout_examples=1437"], "--holdout_examples: holdout=1437 must be below the 1437"),
+    (["--holdout_examples=400", "--train_examples=1100"], "--train_examples: num_examples=1100"),
+])
+def test_split_sizes_are_checked_before_training_naming_the_flag(args, flag, tmp_path):
+    config, text = parse(*TINY, *args, "--epochs=1", f"--out_dir={tmp_path / 'run'}")
+    with pytest.raises(ValueError, match=re.escape(flag)):
+        training.setup(config, text)
+    assert not (tmp_path / "run").exists()
+
+
+def test_summary_selects_on_test_without_a_held_out_split():
+    rows = [{"epoch": e, "test_robust_acc": t, "test_natural_acc": 0.5, "train_robust_acc": 0.5,
+             "train_natural_acc": 0.5, "robust_gap": 0.0, "seconds": 1.0}
+            for e, t in ((1, 0.2), (2, 0.4), (3, 0.3))]
+    summary = rundir.summarize(rows, epochs=3, eval_info={})
+    assert (summary["selected_on"], summary["best"]["epoch"]) == ("test", 2)
+    assert "holdout_robust_acc" not in summary["best"]
+    assert rundir.metrics_columns(rows) == rundir.METRICS_COLUMNS
+    held = [dict(r, holdout_natural_acc=0.6, holdout_robust_acc=h)
+            for r, h in zip(rows, (0.1, 0.2, 0.5))]
+    summary = rundir.summarize(held, epochs=3, eval_info={})
+    assert (summary["selected_on"], summary["best"]["epoch"]) == ("holdout", 3)
+    assert summary["best"]["test_robust_acc"] == 0.3  # reported: the test value of that epoch
 
 
 # ----- pieces -------------------------------------------------------------------------------

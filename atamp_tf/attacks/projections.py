@@ -9,12 +9,13 @@ _TINY = 1e-12
 
 
 def check_threat_model(norm, eps, step_size=None, steps=None):
-    """Raise ValueError for a threat model the attacks cannot run with."""
+    """Raise ValueError for a threat model the attacks cannot run with. Tensor eps and step
+    sizes (the training eps ramp's, computed per step in the graph) are not checked."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if not eps >= 0:
+    if not tf.is_tensor(eps) and not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps!r}")
-    if step_size is not None and not step_size >= 0:
+    if step_size is not None and not tf.is_tensor(step_size) and not step_size >= 0:
         raise ValueError(f"step_size must be >= 0, got {step_size!r}")
     if steps is not None and (int(steps) != steps or steps < 0):
         raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")

@@ -12,7 +12,7 @@ import math
 import os
 
 from atamp_tf import plots, rundir
-from atamp_tf.tools.reproduction import EVAL_COLUMNS, EVAL_NAMES, NORM_NAMES
+from atamp_tf.tools.reproduction import EVAL_COLUMNS, EVAL_NAMES, NORM_NAMES, selection_note
 
 SCOPE_NAMES = {"tensor": "AMP (per tensor)", "global": "AMP (global)", "awp": "AWP scope"}
 
@@ -95,7 +95,8 @@ def per_epoch_markdown(runs):
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for run in runs:
         m = run.per_epoch()
-        lines.append(f"| {run.label} | {run.seed} | {_pct(m['best'])} ({m['best_epoch']}) | "
+        lines.append(f"| {run.label} | {run.seed} | {_pct(m['best'])} ({m['best_epoch']}"
+                     f"{selection_note(run.summary)}) | "
                      f"{_pct(m['last'])} | {_pct(m['drop'])} | {_pct(m['best_natural'])} | "
                      f"{_pct(m['last_natural'])} | {_pct(m['gap'])} |")
     return "\n".join(lines)
