@@ -221,7 +221,25 @@ def test_every_flagfile_parses_and_opens_with_its_command(path):
         assert getattr(config, expected[0]) == expected[1]
     if rel.startswith("fig4"):
         assert config.amp_delta == pytest.approx(float(name.split("_")[1]))
+    if rel.startswith("mnist"):
+        assert (config.dataset, config.norm, config.eps_value) == ("mnist", "linf", 0.3)
+        assert config.npz_dir == "$ATAMP_TF_NPZ_DIR" and config.holdout_examples == 5000
+        assert (config.crop, config.flip, config.arch) == (False, False, "trades_small_cnn")
+        assert (config.amp_delta > 0) == name.endswith("_amp")
+        assert config.method == ("trades" if name.startswith("trades") else "at")
+        command = (f"ATAMP_TF_NPZ_DIR=../shared/data python -m atamp_tf.train --flagfile={rel} "
+                   f"--out_dir=$HOME/atamp_runs/mnist/{name}")
+        assert command in header
     assert recorded.out_dir == config.out_dir
+
+
+@pytest.mark.parametrize("plain,amp", [("pgd_at", "pgd_at_amp"), ("trades", "trades_amp")])
+def test_mnist_pairs_differ_in_delta_only(plain, amp):
+    """Same budget: the AMP file of a pair changes nothing but delta (and its out_dir)."""
+    a, _ = parse(f"--flagfile=flags/mnist/{plain}.cfg")
+    b, _ = parse(f"--flagfile=flags/mnist/{amp}.cfg")
+    assert a.amp_delta == 0 and b.amp_delta > 0
+    assert dataclasses.replace(b, amp_delta=0.0, out_dir=a.out_dir) == a
 
 
 def test_out_dirs_are_distinct():

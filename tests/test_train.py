@@ -388,6 +388,56 @@ def test_flagfiles_run_with_smoke(flagfile, extra, fake_npz, tmp_path):
     assert "--smoke" in (out / "flags.cfg").read_text()
 
 
+def test_resume_keeps_the_holdout_columns_and_selection(tmp_path, monkeypatch, capsys):
+    """Killed after epoch 2's state (before its files): the resumed run carries the held-out
+    columns of the restored rows and selects its best epoch on them."""
+    out = tmp_path / "resumed"
+    args = (*HOLDOUT_RUN, "--epochs=3", "--steps_per_epoch=2", f"--out_dir={out}")
+    original = callbacks.RunRecorder.write_outputs
+
+    def dies_at_epoch_2(self, network, *, current_epoch):
+        if current_epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, network, current_epoch=current_epoch)
+
+    monkeypatch.setattr(callbacks.RunRecorder, "write_outputs", dies_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(*args)
+    first = _metric_rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in first] == [1] and "holdout_robust_acc" in first[0]
+    monkeypatch.setattr(callbacks.RunRecorder, "write_outputs", original)
+    _, summary = run_training(*args)
+    assert "resuming after epoch 2 of 3" in capsys.readouterr().out
+    rows = _metric_rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and rows[0] == first[0]
+    assert all(r["holdout_robust_acc"] != "" for r in rows)
+    robust = [float(r["holdout_robust_acc"]) for r in rows]
+    assert summary["selected_on"] == "holdout"
+    assert summary["best"]["epoch"] == 1 + robust.index(max(robust))
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(),
+                    reason=f"the shared MNIST npz files are not at {SHARED_DATA}")
+@pytest.mark.parametrize("name", ["pgd_at", "pgd_at_amp", "trades", "trades_amp"])
+def test_mnist_flagfiles_run_with_smoke(name, tmp_path, monkeypatch):
+    """flags/mnist/ end to end on the real MNIST files: held-out selection, eps ramp."""
+    monkeypatch.setenv(data.NPZ_DIR_VARIABLE, str(SHARED_DATA))
+    out = tmp_path / name
+    run, summary = run_training(f"--flagfile=flags/mnist/{name}.cfg", "--smoke",
+                                "--notensorboard", f"--out_dir={out}")
+    assert summary["complete"] and summary["selected_on"] == "holdout"
+    assert summary["evaluation"]["holdout_examples"] == 16
+    rows = rundir.read_metrics(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["holdout_robust_acc"] is not None for r in rows)
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["holdout_examples"] == 5000 and config["eps_ramp_steps"] == 2  # 1 smoke epoch
+    assert run.model.eps_ramp_steps == 2 and run.model.network.input_shape == (None, 28, 28, 1)
+
+
 def test_kill_after_the_last_state_save_still_completes_the_run(tmp_path, monkeypatch):
     """A kill between the final epoch's state save and its files: the rerun writes them."""
     out = tmp_path / "late_kill"
