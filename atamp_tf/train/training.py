@@ -255,10 +255,6 @@ def setup(config, flags_text):
     restore = resuming or (run.initial_epoch >= config.epochs and rundir.has_state_weights(meta))
     if resuming:
         print(f"{config.out_dir}: resuming after epoch {run.initial_epoch} of {config.epochs}.")
-    if config.holdout_examples and chief:
-        print(f"{config.out_dir}: the last {config.holdout_examples} training examples are held "
-              "out (never trained on); best.keras is the epoch with the best held-out robust "
-              "accuracy.")
     spec = data.get_spec(config.dataset)
     run.train_ds, run.steps_per_epoch = train_dataset(
         config, data_seed(config.seed, run.initial_epoch))
@@ -269,6 +265,10 @@ def setup(config, flags_text):
                                  "eval_train_examples"),
                      eval_arrays(config, "holdout", config.eval_holdout_examples,
                                  "eval_holdout_examples") if config.holdout_examples else None)
+    if config.holdout_examples and chief:  # said once the data has accepted the split
+        print(f"{config.out_dir}: the last {config.holdout_examples} training examples are held "
+              "out (never trained on); best.keras is the epoch with the best held-out robust "
+              "accuracy.")
     with strategy.scope():
         run.model = build_model_and_optimizer(config, spec, run.steps_per_epoch)
     if restore and not rundir.restore_weights(meta, run.model):
