@@ -42,6 +42,7 @@ RESUME_FREE = ("data_dir", "npz_dir", "strategy", "jit_compile", "tensorboard", 
 # --smoke: what a run shrinks to (enough to pass every code path once).
 SMOKE = dict(epochs=2, steps_per_epoch=2, batch_size=8, attack_steps=2, eval_attack_steps=2,
              eval_test_examples=16, eval_train_examples=16, eval_batch_size=16)
+SMOKE_HOLDOUT = 16  # --smoke: held-out examples evaluated per epoch (when there are any)
 
 
 def parse_number(text, flag):
@@ -72,7 +73,10 @@ class TrainConfig:
     dataset: str = "cifar10"
     data_dir: str | None = None
     npz_dir: str | None = None
-    train_examples: int = 0  # 0: the whole training split
+    train_examples: int = 0  # 0: the whole training split (minus the held-out examples)
+    # the last K training examples, never trained on, select the best epoch; K < the split's
+    # size is checked against the data when the run is set up (train.training)
+    holdout_examples: int = 0
     crop: bool | None = None  # None: by dataset (DATASET_TRAINING), crop + flip elsewhere
     flip: bool | None = None
     crop_padding: int = 4
@@ -85,6 +89,7 @@ class TrainConfig:
     eps: str | None = None
     step_size: str | None = None
     attack_steps: int = 10
+    eps_ramp_epochs: int = 0  # training attack's eps (and step) grow linearly over these
     attack_bn: str = "train"
     random_start: bool = True
     # evaluation attack (PGD, every epoch)
@@ -92,6 +97,7 @@ class TrainConfig:
     eval_step_size: str | None = None
     eval_test_examples: int = 0  # 0: the whole test split
     eval_train_examples: int = 1000
+    eval_holdout_examples: int = 0  # 0: every held-out example
     eval_batch_size: int = 256
     # method
     method: str = "at"
@@ -192,6 +198,10 @@ def shrink_for_smoke(config):
     small["attack_steps"] = min(config.attack_steps, SMOKE["attack_steps"])
     small["train_examples"] = small["steps_per_epoch"] * small["batch_size"]
     small["amp_warmup_epochs"] = min(config.amp_warmup_epochs, 1)
+    small["eps_ramp_epochs"] = min(config.eps_ramp_epochs, 1)
+    if config.holdout_examples:  # the held-out split itself stays: it decides the best epoch
+        small["eval_holdout_examples"] = min(config.eval_holdout_examples or SMOKE_HOLDOUT,
+                                             SMOKE_HOLDOUT, config.holdout_examples)
     # lr drops keep their place in training: whole-epoch boundaries become fractions.
     small["lr_boundaries"] = tuple(f"{e / config.epochs:g}"
                                    for e in config.lr_boundary_epochs())
@@ -247,7 +257,8 @@ def validate(config):
                          f"got {config.eps}")
     for name in ("attack_steps", "eval_attack_steps", "train_examples", "eval_test_examples",
                  "eval_train_examples", "steps_per_epoch", "cutout", "crop_padding",
-                 "amp_warmup_epochs", "seed"):
+                 "amp_warmup_epochs", "seed", "holdout_examples", "eval_holdout_examples",
+                 "eps_ramp_epochs"):
         value = getattr(config, name)
         _check(value >= 0, f"--{name}: must be >= 0, got {value}")
     for name in ("epochs", "batch_size", "eval_batch_size", "amp_steps"):
@@ -270,6 +281,17 @@ def validate(config):
         _check(bounds[-1] < config.epochs,
                f"--lr_boundaries: a boundary at epoch {bounds[-1]:g} is not before the end of "
                f"training (--epochs={config.epochs})")
+    if config.holdout_examples:
+        _check(config.eval_holdout_examples <= config.holdout_examples,
+               f"--eval_holdout_examples: {config.eval_holdout_examples} is more than the "
+               f"{config.holdout_examples} held-out examples (--holdout_examples)")
+    else:
+        _check(config.eval_holdout_examples == 0,
+               "--eval_holdout_examples: there are no held-out examples to evaluate; set "
+               "--holdout_examples (e.g. 5000: the last 5,000 training examples)")
+    _check(config.eps_ramp_epochs <= config.epochs,
+           f"--eps_ramp_epochs: the ramp of {config.eps_ramp_epochs} epochs does not end "
+           f"within training (--epochs={config.epochs})")
     _check(0 <= config.extra_fraction < 1,
            f"--extra_fraction: must be in [0, 1), got {config.extra_fraction}")
     if config.method == "rst":

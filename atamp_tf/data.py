@@ -17,6 +17,11 @@ Sources, by precedence:
   `data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`. Never downloads: a missing
   dataset raises `DataNotPreparedError` saying how to prepare it elsewhere.
 
+Held-out split (`holdout=K`, train's `--holdout_examples`): the LAST K examples of the
+training split, in order, are split `holdout` (for checkpoint selection, never trained on),
+and split `train` is the rest, the first size - K (tfds: `train[:size-K]` / `train[size-K:]`);
+`num_examples` then takes the first N of either. Split `test` ignores `holdout`.
+
 Determinism: with the same `seed`, two pipelines give identical batches in the same order,
 epoch after epoch (shuffles are seeded and reshuffle each iteration from that seed; the
 augmentation uses stateless random ops keyed by a seeded per-batch random stream that also
@@ -29,7 +34,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "holdout")  # holdout: the last `holdout` training examples
 CROP_PADDING = 4  # pixels of padding before the random crop back to the image size
 # How the crop pads: "reflect" as robust_overfitting (Rice et al. 2020, whose setup the paper's
 # Table 1 follows); "zero" as torchvision's RandomCrop(padding=4) in TRADES, MART and AWP.
@@ -91,9 +96,35 @@ def _is_int(value, minimum):
             and value >= minimum)
 
 
-def _check_split(split):
+def _check_split(split, holdout):
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    if not _is_int(holdout, 0):
+        raise ValueError(f"holdout must be a non-negative integer (the number of training "
+                         f"examples held out), got {holdout!r}.")
+    if split == "holdout" and holdout == 0:
+        raise ValueError("holdout=0: split 'holdout' is the last `holdout` training examples; "
+                         "pass holdout > 0.")
+
+
+def _split_range(split, size, holdout, name, place=""):
+    """(start, stop, description for errors) of `split` inside the `size` examples stored for
+    it: train is the first size - holdout, holdout the last `holdout`, test all of them."""
+    stored = _stored_split(split)
+    if split == "test" or holdout == 0:
+        return 0, size, f"{name} {stored}{place}"
+    if holdout >= size:
+        raise ValueError(f"holdout={holdout} must be below the {size} examples of {name} "
+                         f"{stored}{place}, so that some are left to train on.")
+    cut = size - holdout
+    if split == "train":
+        return 0, cut, f"{name} train[:{cut}] (holdout={holdout}){place}"
+    return cut, size, f"{name} train[{cut}:] (the held-out last {holdout}){place}"
+
+
+def _stored_split(split):
+    """The split the examples of `split` are stored in (holdout is part of train)."""
+    return "train" if split == "holdout" else split
 
 
 def _check_num_examples(num_examples, size, where):
@@ -205,34 +236,39 @@ def _tfds_builder(spec, data_dir):
     return builder
 
 
-def _tfds_source(spec, split, data_dir, num_examples):
+def _tfds_source(spec, split, data_dir, num_examples, holdout):
     import tensorflow_datasets as tfds
     builder = _tfds_builder(spec, data_dir)
-    size = builder.info.splits[split].num_examples
-    n = _check_num_examples(num_examples, size, f"{spec.name} {split}")
+    stored = _stored_split(split)
+    size = builder.info.splits[stored].num_examples
+    start, stop, where = _split_range(split, size, holdout, spec.name)
+    n = _check_num_examples(num_examples, stop - start, where)
     read_config = tfds.ReadConfig(try_autocache=False)
-    ds = builder.as_dataset(split=f"{split}[:{n}]" if n < size else split, as_supervised=True,
-                            shuffle_files=False, read_config=read_config)
+    ds = builder.as_dataset(split=f"{stored}[{start}:{start + n}]" if n < size else stored,
+                            as_supervised=True, shuffle_files=False, read_config=read_config)
     ds = ds.map(lambda x, y: (x, tf.cast(y, tf.int32)))
     return _Source(ds, n, 255.0, from_disk=True)
 
 
-def _memory_source(x, y, scale, num_examples, where):
-    n = _check_num_examples(num_examples, len(x), where)
-    ds = tf.data.Dataset.from_tensor_slices((x[:n], y[:n]))
+def _memory_source(x, y, scale, split, num_examples, holdout, name, place=""):
+    start, stop, where = _split_range(split, len(x), holdout, name, place)
+    n = _check_num_examples(num_examples, stop - start, where)
+    ds = tf.data.Dataset.from_tensor_slices((x[start:start + n], y[start:start + n]))
     return _Source(ds, n, scale, from_disk=False)
 
 
-def _source(spec, split, data_dir, npz_dir, num_examples):
-    _check_split(split)
+def _source(spec, split, data_dir, npz_dir, num_examples, holdout=0):
+    _check_split(split, holdout)
+    stored = _stored_split(split)
     if npz_dir is not None:
         npz_dir = expand_npz_dir(npz_dir)
-        x, y = _npz_arrays(spec, split, npz_dir)
-        return _memory_source(x, y, 255.0, num_examples, f"{spec.name} {split} in {npz_dir}")
+        x, y = _npz_arrays(spec, stored, npz_dir)
+        return _memory_source(x, y, 255.0, split, num_examples, holdout, spec.name,
+                              f" in {npz_dir}")
     if spec.tfds_name is None:
-        x, y = _digits_arrays(split)
-        return _memory_source(x, y, 16.0, num_examples, f"digits {split}")
-    return _tfds_source(spec, split, data_dir, num_examples)
+        x, y = _digits_arrays(stored)
+        return _memory_source(x, y, 16.0, split, num_examples, holdout, "digits")
+    return _tfds_source(spec, split, data_dir, num_examples, holdout)
 
 
 # ------------------------------------------------------------------------ augmentation
@@ -332,20 +368,21 @@ def _extra_batches(extra_npz, spec, batch_size, seed):
 def make_dataset(name, split, *, batch_size, training=False, data_dir=None, npz_dir=None,
                  seed=0, crop=True, flip=True, cutout=0, num_examples=None, extra_npz=None,
                  extra_fraction=0.0, drop_remainder=None, crop_padding=CROP_PADDING,
-                 crop_pad_mode="reflect"):
+                 crop_pad_mode="reflect", holdout=0):
     """Batches of (x float32 [0, 1] NHWC, y int32) of one split of dataset `name`.
 
     training=True: one pass per iteration over the split (first `num_examples`), reshuffled
     each iteration, augmented, and, with `extra_npz`, `extra_fraction` of every batch drawn
     from the pseudo-labelled extra data (RST); drop_remainder defaults to True. Otherwise:
     the first `num_examples` in the split's order, unaugmented, drop_remainder False.
+    `holdout`: the last `holdout` training examples are split "holdout", not "train".
     """
     spec = get_spec(name)
     _check_args(batch_size, seed, cutout, crop_padding, crop_pad_mode, extra_npz,
                 extra_fraction, training)
     if drop_remainder is None:
         drop_remainder = training
-    source = _source(spec, split, data_dir, npz_dir, num_examples)
+    source = _source(spec, split, data_dir, npz_dir, num_examples, holdout)
     ds = source.dataset.cache() if source.from_disk else source.dataset
     to_float = lambda x, y: (to_unit(x, source.scale), y)  # noqa: E731
     if not training:
@@ -391,10 +428,10 @@ def _finish(ds):
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def load_arrays(name, split, *, data_dir=None, npz_dir=None, num_examples=None):
+def load_arrays(name, split, *, data_dir=None, npz_dir=None, num_examples=None, holdout=0):
     """(x float32 [0, 1] NHWC, y int32) numpy arrays: make_dataset's evaluation examples."""
     spec = get_spec(name)
-    source = _source(spec, split, data_dir, npz_dir, num_examples)
+    source = _source(spec, split, data_dir, npz_dir, num_examples, holdout)
     ds = source.dataset.batch(4096).map(lambda x, y: (to_unit(x, source.scale), y))
     xs, ys = [], []
     for x, y in ds.as_numpy_iterator():

@@ -18,9 +18,10 @@ from atamp_tf import rundir  # noqa: E402  pylint: disable=wrong-import-position
 LABELS = {"train_robust_acc": "train robust", "test_robust_acc": "test robust",
           "robust_gap": "robust gap (train - test)", "test_natural_acc": "test natural",
           "train_natural_acc": "train natural", "train_adv_acc": "train adversarial (on the fly)",
-          "train_loss": "train loss", "lr": "learning rate"}
+          "train_loss": "train loss", "lr": "learning rate",
+          "holdout_robust_acc": "held-out robust", "holdout_natural_acc": "held-out natural"}
 _PERCENT = {"train_robust_acc", "test_robust_acc", "robust_gap", "test_natural_acc",
-            "train_natural_acc", "train_adv_acc"}
+            "train_natural_acc", "train_adv_acc", "holdout_robust_acc", "holdout_natural_acc"}
 
 
 def _series(rows, key):
@@ -44,7 +45,8 @@ def plot_run(rows, path, *, title=""):
     """Accuracy curves of one run (rows as in metrics.csv) to the PNG file `path`."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     styles = {"train_robust_acc": ("tab:blue", "-"), "test_robust_acc": ("tab:green", "-"),
-              "robust_gap": ("tab:red", "-"), "test_natural_acc": ("tab:gray", "--")}
+              "robust_gap": ("tab:red", "-"), "test_natural_acc": ("tab:gray", "--"),
+              "holdout_robust_acc": ("tab:purple", ":")}  # drawn only if the run has it
     for key, (color, style) in styles.items():
         xs, ys = _series(rows, key)
         if xs:
@@ -70,9 +72,10 @@ def _draw_metric(ax, runs, metric):
 
 def plot_compare(runs, path, *, metric="test_robust_acc", title=""):
     """`metric` per epoch for several runs: `runs` is a list of (label, rows)."""
-    if metric not in rundir.METRICS_COLUMNS or metric == "epoch":
+    columns = rundir.METRICS_COLUMNS + rundir.HOLDOUT_COLUMNS
+    if metric not in columns or metric == "epoch":
         raise ValueError(f"--metric: expected a metrics.csv column, one of "
-                         f"{', '.join(rundir.METRICS_COLUMNS[1:])}; got {metric!r}")
+                         f"{', '.join(columns[1:])}; got {metric!r}")
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     _draw_metric(ax, runs, metric)
     ax.set_title(title or LABELS.get(metric, metric))

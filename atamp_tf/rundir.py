@@ -9,7 +9,10 @@ on the fly; under AMP measured at the perturbed weights theta + Delta of the des
 at theta, so they are not comparable with a delta = 0 run's); train_natural_acc,
 train_robust_acc, test_natural_acc, test_robust_acc (fixed
 subsets, measured after the epoch, accuracies as fractions); robust_gap = train_robust_acc -
-test_robust_acc; seconds (the epoch's wall time, evaluation included).
+test_robust_acc; seconds (the epoch's wall time, evaluation included); in a run with a
+held-out split (train's --holdout_examples), then holdout_natural_acc and holdout_robust_acc
+(the fixed held-out examples), on which the best epoch is then selected (summary.json's
+"selected_on": "holdout"; otherwise "test", the paper's "best").
 Every file is written to a temporary name and renamed into place, so a run killed at any
 moment (SIGKILL included) leaves each file either old or new, never half written.
 
@@ -29,6 +32,7 @@ import shutil
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_adv_acc", "train_natural_acc",
                    "train_robust_acc", "test_natural_acc", "test_robust_acc", "robust_gap",
                    "seconds")
+HOLDOUT_COLUMNS = ("holdout_natural_acc", "holdout_robust_acc")  # only with a held-out split
 _WEIGHTS = "train.weights.h5"
 _STATE_JSON = "state.json"
 
@@ -128,13 +132,26 @@ def save_keras(model, path):
 
 
 # ----- metrics.csv and summary.json ---------------------------------------------------------
+def selected_on(rows):
+    """Which split the best epoch is selected on: "holdout" if the rows measure a held-out
+    split, else "test"."""
+    return "holdout" if any(r.get("holdout_robust_acc") is not None for r in rows) else "test"
+
+
+def metrics_columns(rows):
+    """metrics.csv's columns for these rows: METRICS_COLUMNS, then HOLDOUT_COLUMNS if the run
+    has a held-out split."""
+    return METRICS_COLUMNS + (HOLDOUT_COLUMNS if selected_on(rows) == "holdout" else ())
+
+
 def metrics_csv_text(rows):
+    columns = metrics_columns(rows)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=METRICS_COLUMNS, lineterminator="\n",
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n",
                             extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _format(row.get(k)) for k in METRICS_COLUMNS})
+        writer.writerow({k: _format(row.get(k)) for k in columns})
     return out.getvalue()
 
 
@@ -157,24 +174,30 @@ def read_metrics(path):
 
 
 def best_row(rows):
-    """The row with the highest test robust accuracy (the earliest, on ties)."""
+    """The row with the highest robust accuracy on the selection split (`selected_on`: the
+    held-out examples if measured, else the test subset); the earliest, on ties."""
+    key = f"{selected_on(rows)}_robust_acc"
     best = None
     for row in rows:
-        if best is None or row["test_robust_acc"] > best["test_robust_acc"]:
+        if best is None or row[key] > best[key]:
             best = row
     return best
 
 
 def summarize(rows, *, epochs, eval_info):
     """summary.json: best and last test accuracies as in the paper's tables ("best" = the
-    epoch with the highest test robust accuracy, its natural accuracy; "last" = the final
-    epoch), plus how they were measured."""
+    epoch with the highest robust accuracy on the selection split, "selected_on": the
+    held-out examples if the run has them, else the test subset as the paper; "last" = the
+    final epoch), plus how they were measured."""
+    split = selected_on(rows)
+    keys = ("epoch", "test_robust_acc", "test_natural_acc", "train_robust_acc",
+            "train_natural_acc", "robust_gap") + (HOLDOUT_COLUMNS if split == "holdout" else ())
+
     def pick(row):
-        keys = ("epoch", "test_robust_acc", "test_natural_acc", "train_robust_acc",
-                "train_natural_acc", "robust_gap")
         return {k: row[k] for k in keys} if row else None
     return {"best": pick(best_row(rows)), "last": pick(rows[-1] if rows else None),
-            "epochs_done": len(rows), "epochs": epochs, "complete": len(rows) == epochs,
+            "selected_on": split, "epochs_done": len(rows), "epochs": epochs,
+            "complete": len(rows) == epochs,
             "train_seconds": round(sum(r["seconds"] for r in rows), 3),
             "evaluation": eval_info}
 

@@ -159,6 +159,30 @@ def test_warmup_steps_are_plain_at():
     assert diff > 1e-4
 
 
+def test_eps_ramp_scales_the_training_attack_per_step():
+    """Step k of a ramp over R steps attacks at (k + 1) / R of eps and of the step size."""
+    x, y = tiny_batch()
+    nets = [tiny_mlp() for _ in range(3)]
+    common = dict(attack_steps=3, random_start=False, delta=0.0)
+    ramp = AMPModel(nets[0], eps=0.2, step_size=0.06, eps_ramp_steps=4, **common)
+    quarter = AMPModel(nets[1], eps=0.05, step_size=0.015, **common)
+    full = AMPModel(nets[2], eps=0.2, step_size=0.06, **common)
+    for m in (ramp, quarter, full):
+        m.compile(keras.optimizers.SGD(0.5))
+        m.train_on_batch(x, y)
+    for va, vb in zip(nets[0].trainable_variables, nets[1].trainable_variables):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
+    # the radius matters here, or the comparison above proves nothing about the ramp
+    assert max(np.abs(va.numpy() - vc.numpy()).max()
+               for va, vc in zip(nets[0].trainable_variables, nets[2].trainable_variables)) > 1e-4
+    for step, scale in ((0, 0.25), (2, 0.75), (3, 1.0), (50, 1.0)):
+        ramp.optimizer.iterations.assign(step)
+        eps, step_size = ramp.attack_budget()
+        assert (float(eps), float(step_size)) == pytest.approx((0.2 * scale, 0.06 * scale))
+    assert full.attack_budget() == (0.2, 0.06)
+    assert ramp.get_config()["eps_ramp_steps"] == 4
+
+
 @pytest.mark.parametrize("xi", [1.0, 1e-3])
 def test_first_ascent_norm_is_min_of_radius_and_step(xi):
     rng = np.random.default_rng(0)
@@ -184,7 +208,7 @@ def test_first_ascent_norm_is_min_of_radius_and_step(xi):
     (dict(method="sam"), "method"), (dict(norm="l1"), "norm"), (dict(eps=-0.1), "eps"),
     (dict(delta=-1.0), "delta"), (dict(amp_scope="layer"), "amp_scope"),
     (dict(amp_steps=0), "amp_steps"), (dict(eps=0.1, step_size=0.2), "step_size"),
-    (dict(attack_bn="frozen"), "attack_bn"),
+    (dict(attack_bn="frozen"), "attack_bn"), (dict(eps_ramp_steps=-1), "eps_ramp_steps"),
 ])
 def test_bad_settings_name_the_argument(kwargs, flag):
     with pytest.raises(ValueError, match=flag):

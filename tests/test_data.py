@@ -78,6 +78,23 @@ def test_tfds_num_examples_is_a_prefix(tfds_dir):
         data.load_arrays("cifar10", "test", data_dir=root, num_examples=13)
 
 
+def test_tfds_holdout_is_the_slice_after_the_training_examples(tfds_dir):
+    root, _, _ = tfds_dir
+    x_all, y_all = data.load_arrays("cifar10", "train", data_dir=root)
+    x_tr, y_tr = data.load_arrays("cifar10", "train", data_dir=root, holdout=15)
+    x_ho, y_ho = data.load_arrays("cifar10", "holdout", data_dir=root, holdout=15)
+    assert (len(x_tr), len(x_ho)) == (25, 15)
+    np.testing.assert_array_equal(np.concatenate([x_tr, x_ho]), x_all)  # train[:25] + train[25:]
+    np.testing.assert_array_equal(np.concatenate([y_tr, y_ho]), y_all)
+    x, _ = data.load_arrays("cifar10", "holdout", data_dir=root, holdout=15, num_examples=4)
+    np.testing.assert_array_equal(x, x_all[25:29])
+    seen = np.concatenate([b[1] for b in _batches(data.make_dataset(
+        "cifar10", "train", batch_size=5, training=True, data_dir=root, holdout=15))])
+    assert sorted(seen) == sorted(y_tr)  # an epoch is the 25 training examples, reshuffled
+    with pytest.raises(ValueError, match="holdout=40 must be below the 40 examples"):
+        data.load_arrays("cifar10", "train", data_dir=root, holdout=40)
+
+
 def test_tfds_training_and_env_data_dir(tfds_dir, monkeypatch):
     root, _, _ = tfds_dir
     monkeypatch.setenv("TFDS_DATA_DIR", root)
@@ -252,6 +269,54 @@ def test_npz_train_parts_concatenated_in_sorted_order(tmp_path):
         data.load_arrays("cifar10", "test", npz_dir=str(tmp_path))
 
 
+def test_npz_holdout_split_is_the_last_examples_disjoint_and_in_order(tmp_path):
+    x = _cifar_like(12, 8)
+    _write_npz(tmp_path / "cifar10" / "train.npz", x, np.arange(12) % 10)
+    _write_npz(tmp_path / "cifar10" / "test.npz", x[:3], [0, 1, 2])
+    npz = str(tmp_path)
+    x_tr, y_tr = data.load_arrays("cifar10", "train", npz_dir=npz, holdout=4)
+    x_ho, y_ho = data.load_arrays("cifar10", "holdout", npz_dir=npz, holdout=4)
+    assert (len(x_tr), len(x_ho)) == (8, 4)
+    np.testing.assert_array_equal(np.concatenate([x_tr, x_ho]), x / np.float32(255))
+    assert list(y_tr) + list(y_ho) == list(np.arange(12) % 10)
+    # num_examples takes the first N of what remains (train) or of the held-out examples
+    assert len(data.load_arrays("cifar10", "train", npz_dir=npz, holdout=4, num_examples=8)[0]) == 8
+    x_ho2, _ = data.load_arrays("cifar10", "holdout", npz_dir=npz, holdout=4, num_examples=2)
+    np.testing.assert_array_equal(x_ho2, x[8:10] / np.float32(255))
+    # the test split ignores it; holdout=0 is the whole training split
+    assert len(data.load_arrays("cifar10", "test", npz_dir=npz, holdout=4)[0]) == 3
+    assert len(data.load_arrays("cifar10", "train", npz_dir=npz, holdout=0)[0]) == 12
+    # training batches draw from the first 8 only
+    batches = _batches(data.make_dataset("cifar10", "train", batch_size=4, training=True,
+                                         npz_dir=npz, holdout=4, crop=False, flip=False))
+    seen = np.concatenate([b[0] for b in batches])
+    assert len(seen) == 8
+    assert {img.tobytes() for img in seen} == {img.tobytes() for img in x_tr}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(split="holdout"), "holdout=0: split 'holdout'"),
+    (dict(split="train", holdout=12), "holdout=12 must be below the 12 examples"),
+    (dict(split="holdout", holdout=-1), "holdout must be a non-negative integer"),
+    (dict(split="train", holdout=4, num_examples=9), r"num_examples=9 exceeds the 8 examples of "
+                                                     r"cifar10 train\[:8\] \(holdout=4\) in "),
+    (dict(split="holdout", holdout=4, num_examples=5), "num_examples=5 exceeds the 4 examples"),
+])
+def test_npz_holdout_errors_say_what_is_wrong(tmp_path, kwargs, message):
+    _write_npz(tmp_path / "cifar10" / "train.npz", _cifar_like(12, 8), np.arange(12) % 10)
+    with pytest.raises(ValueError, match=message):
+        data.load_arrays("cifar10", npz_dir=str(tmp_path), **kwargs)
+
+
+def test_digits_holdout_is_the_tail_of_the_fixed_train_split():
+    x, y = data.load_arrays("digits", "train")
+    x_tr, y_tr = data.load_arrays("digits", "train", holdout=137)
+    x_ho, y_ho = data.load_arrays("digits", "holdout", holdout=137)
+    assert (len(x_tr), len(x_ho)) == (1300, 137)
+    np.testing.assert_array_equal(np.concatenate([x_tr, x_ho]), x)
+    np.testing.assert_array_equal(np.concatenate([y_tr, y_ho]), y)
+
+
 def test_npz_dir_from_the_environment_variable_of_the_flagfiles(tmp_path, monkeypatch):
     _write_npz(tmp_path / "cifar10" / "test.npz", _cifar_like(4, 7), np.arange(4))
     monkeypatch.setenv(data.NPZ_DIR_VARIABLE, str(tmp_path))
@@ -307,6 +372,10 @@ def test_shared_mnist_npz_full_splits_in_official_order():
                                          npz_dir=root, crop=False, flip=False)))
     assert xb.shape == (50, 28, 28, 1) and 0.0 <= float(tf.reduce_min(xb))
     assert float(tf.reduce_max(xb)) <= 1.0
+    # flags/mnist/: the last 5,000 training images are held out, in the official order
+    x_ho, y_ho = data.load_arrays("mnist", "holdout", npz_dir=root, holdout=5000)
+    np.testing.assert_array_equal(x_ho, x_tr[55000:])
+    np.testing.assert_array_equal(y_ho, y_tr[55000:])
 
 
 @needs_shared

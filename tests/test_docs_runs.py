@@ -25,9 +25,12 @@ def test_summary_agrees_with_metrics(summary_path):
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
     assert summary["epochs_done"] == len(rows)
-    robust = [float(r["test_robust_acc"]) for r in rows]
+    # the best epoch is selected on the held-out split if the run has one, else on the test
+    # subset (summaries written before selected_on existed are test-selected)
+    key = f"{summary.get('selected_on', 'test')}_robust_acc"
+    robust = [float(r[key]) for r in rows]
     best = summary["best"]
-    assert best["test_robust_acc"] == pytest.approx(max(robust), abs=1e-6)
+    assert best[key] == pytest.approx(max(robust), abs=1e-6)
     assert best["epoch"] == 1 + robust.index(max(robust))  # earliest epoch on ties
     best_row = rows[best["epoch"] - 1]
     assert best["test_natural_acc"] == pytest.approx(float(best_row["test_natural_acc"]), abs=1e-6)

@@ -1,4 +1,5 @@
 """Flags of atamp_tf.train: paper defaults, validation, every flagfile, bad flags on the CLI."""
+import dataclasses
 import glob
 import os
 import re
@@ -111,6 +112,34 @@ def test_smoke_shrinks_but_records_the_flags():
     assert recorded.epochs == 200 and recorded.depth == 34 and recorded.smoke
 
 
+def test_holdout_and_eps_ramp_flags_and_their_smoke_sizes():
+    config, _ = parse("--dataset=mnist", "--holdout_examples=5000", "--eps_ramp_epochs=5",
+                      "--epochs=40")
+    assert (config.holdout_examples, config.eval_holdout_examples) == (5000, 0)
+    assert config.eps_ramp_epochs == 5
+    smoke, recorded = parse("--dataset=mnist", "--holdout_examples=5000", "--eps_ramp_epochs=5",
+                            "--epochs=40", "--smoke")
+    # the held-out split stays (it decides the best epoch); only its evaluation shrinks
+    assert (smoke.holdout_examples, smoke.eval_holdout_examples) == (5000, cfg.SMOKE_HOLDOUT)
+    assert smoke.eps_ramp_epochs == 1 and recorded.eps_ramp_epochs == 5
+    assert parse("--smoke")[0].eval_holdout_examples == 0  # nothing held out, nothing evaluated
+    assert parse("--holdout_examples=5", "--smoke")[0].eval_holdout_examples == 5
+    defaults = cfg.TrainConfig()
+    assert (defaults.holdout_examples, defaults.eval_holdout_examples,
+            defaults.eps_ramp_epochs) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("changes,flag", [
+    (dict(holdout_examples=-1), "--holdout_examples: must be >= 0"),
+    (dict(eval_holdout_examples=-2), "--eval_holdout_examples: must be >= 0"),
+    (dict(eps_ramp_epochs=-1), "--eps_ramp_epochs: must be >= 0"),
+])
+def test_config_validation_of_the_new_fields_names_the_flag(changes, flag):
+    config = cfg.resolve(dataclasses.replace(cfg.TrainConfig(), **changes))
+    with pytest.raises(ValueError, match=re.escape(flag)):
+        cfg.validate(config)
+
+
 def test_flagfile_text_round_trips(tmp_path):
     _, recorded = parse("--dataset=cifar100", "--norm=l2", "--eps=0.5", "--amp_delta=0.3",
                         "--lr_boundaries=0.25,0.5,0.75", "--nocrop", "--width=8",
@@ -135,6 +164,9 @@ def test_flagfile_text_round_trips(tmp_path):
     (["--arch=wide_resnet", "--depth=20"], "--depth"),
     (["--arch=small_cnn", "--depth=3"], "--depth"),
     (["--norm=linf", "--eps=2"], "--eps"),
+    (["--eval_holdout_examples=100"], "--eval_holdout_examples: there are no held-out"),
+    (["--holdout_examples=50", "--eval_holdout_examples=51"], "--eval_holdout_examples: 51"),
+    (["--epochs=10", "--eps_ramp_epochs=11"], "--eps_ramp_epochs"),
 ])
 def test_bad_combinations_name_the_flag(args, flag):
     with pytest.raises(ValueError, match=re.escape(flag)):
@@ -189,7 +221,25 @@ def test_every_flagfile_parses_and_opens_with_its_command(path):
         assert getattr(config, expected[0]) == expected[1]
     if rel.startswith("fig4"):
         assert config.amp_delta == pytest.approx(float(name.split("_")[1]))
+    if rel.startswith("mnist"):
+        assert (config.dataset, config.norm, config.eps_value) == ("mnist", "linf", 0.3)
+        assert config.npz_dir == "$ATAMP_TF_NPZ_DIR" and config.holdout_examples == 5000
+        assert (config.crop, config.flip, config.arch) == (False, False, "trades_small_cnn")
+        assert (config.amp_delta > 0) == name.endswith("_amp")
+        assert config.method == ("trades" if name.startswith("trades") else "at")
+        command = (f"ATAMP_TF_NPZ_DIR=../shared/data python -m atamp_tf.train --flagfile={rel} "
+                   f"--out_dir=$HOME/atamp_runs/mnist/{name}")
+        assert command in header
     assert recorded.out_dir == config.out_dir
+
+
+@pytest.mark.parametrize("plain,amp", [("pgd_at", "pgd_at_amp"), ("trades", "trades_amp")])
+def test_mnist_pairs_differ_in_delta_only(plain, amp):
+    """Same budget: the AMP file of a pair changes nothing but delta (and its out_dir)."""
+    a, _ = parse(f"--flagfile=flags/mnist/{plain}.cfg")
+    b, _ = parse(f"--flagfile=flags/mnist/{amp}.cfg")
+    assert a.amp_delta == 0 and b.amp_delta > 0
+    assert dataclasses.replace(b, amp_delta=0.0, out_dir=a.out_dir) == a
 
 
 def test_out_dirs_are_distinct():

@@ -18,14 +18,17 @@ REPRO_RUNS = sorted(p for p in (ROOT / "docs" / "runs" / "repro").glob("*")
                     if (p / "summary.json").is_file())
 
 
-def _fake_run(tmp_path, name, *, norm, delta, robust, natural, train_robust):
-    """A run directory with the files train writes, from per-epoch test/train accuracies."""
+def _fake_run(tmp_path, name, *, norm, delta, robust, natural, train_robust, holdout=None):
+    """A run directory with the files train writes, from per-epoch test/train accuracies
+    (and held-out robust accuracies, for a run with a held-out split)."""
     run = tmp_path / name
     run.mkdir()
     rows = [{"epoch": i + 1, "lr": 0.1, "train_loss": 1.0, "train_adv_acc": 0.5,
              "train_natural_acc": 0.9, "train_robust_acc": t, "test_natural_acc": n,
              "test_robust_acc": r, "robust_gap": t - r, "seconds": 1.0}
             for i, (r, n, t) in enumerate(zip(robust, natural, train_robust))]
+    for row, h in zip(rows, holdout or ()):
+        row.update(holdout_natural_acc=0.9, holdout_robust_acc=h)
     rundir.atomic_write_text(str(run / "metrics.csv"), rundir.metrics_csv_text(rows))
     rundir.atomic_write_json(str(run / "summary.json"),
                              rundir.summarize(rows, epochs=len(rows), eval_info={}))
@@ -66,6 +69,23 @@ def test_table_has_best_last_drop_and_gap_from_the_files(tmp_path):
     # AT-AMP: best is the last epoch, no paper row given -> dashes.
     assert lines[3].startswith("| cifar10 | L-inf 8/255 | PGD-AT-AMP | 29.0 | 29.0 | 0.0 | 47.0 "
                                "| 47.0 | 2.0 | - | - | - | - | - |")
+
+
+def test_a_held_out_selection_is_reported_as_such(tmp_path):
+    """A run whose best epoch was chosen on held-out training data: its best columns are the
+    test accuracies of that epoch (3, not the test-best 2), marked held-out; curves still draw."""
+    at = _fake_run(tmp_path, "at", norm="linf", delta=0.0, robust=[0.20, 0.30, 0.25],
+                   natural=[0.40, 0.50, 0.55], train_robust=[0.2, 0.4, 0.45],
+                   holdout=[0.3, 0.35, 0.4])
+    plain = _fake_run(tmp_path, "plain", norm="linf", delta=0.1, robust=[0.2, 0.3],
+                      natural=[0.4, 0.5], train_robust=[0.2, 0.3])
+    runs = [reproduction.Run(at), reproduction.Run(plain)]
+    text = reproduction.tables_markdown(runs, reproduction.read_paper(_paper_csv(tmp_path)))
+    row = next(line for line in text.splitlines() if "| PGD-AT |" in line)
+    assert row.startswith("| cifar10 | L-inf 8/255 | PGD-AT | 25.0 | 25.0 | 0.0 | 55.0 | 55.0 |")
+    assert "(best epoch 3 of 3, held-out)" in row
+    assert "(best epoch 2 of 2)" in text and "selected on held-out training examples" in text
+    assert len(reproduction.plot_curves(runs, str(tmp_path / "curves"))) == 1
 
 
 def test_cli_writes_tables_and_curves_and_refuses_bad_runs(tmp_path):

@@ -15,13 +15,16 @@ REGIME = {"method": "at", "dataset": "cifar10", "norm": "l2", "eps_text": "128/2
           "eval_test_examples": 1000}
 
 
-def _run(tmp_path, name, *, delta, scope="tensor", robust, seed=0, reports=(), **regime):
+def _run(tmp_path, name, *, delta, scope="tensor", robust, seed=0, reports=(), holdout=None,
+         **regime):
     run = tmp_path / name
     run.mkdir()
     rows = [{"epoch": i + 1, "lr": 0.1, "train_loss": 1.0, "train_adv_acc": 0.5,
              "train_natural_acc": 0.9, "train_robust_acc": 0.5, "test_natural_acc": 0.6,
              "test_robust_acc": r, "robust_gap": 0.5 - r, "seconds": 1.0}
             for i, r in enumerate(robust)]
+    for row, h in zip(rows, holdout or ()):  # a run with a held-out split selects on it
+        row.update(holdout_natural_acc=0.7, holdout_robust_acc=h)
     rundir.atomic_write_text(str(run / "metrics.csv"), rundir.metrics_csv_text(rows))
     rundir.atomic_write_json(str(run / "summary.json"),
                              rundir.summarize(rows, epochs=len(rows), eval_info={}))
@@ -59,6 +62,13 @@ def test_sweep_orders_runs_and_reports_best_last_drop_and_errors(tmp_path):
     assert "| AMP (per tensor), delta 0.05 | 0 | best | 1000 | 40.0 ± 1.5 | 30.0 ± 1.4 |" in text
     assert "| AMP (per tensor), delta 0.05 | 0 | last | 1000 | 40.0 ± 1.5 | 29.0 ± 1.4 |" in text
     assert (out / "sweep.png").stat().st_size > 5000 and len(paths) == 2
+
+
+def test_sweep_marks_a_best_epoch_selected_on_held_out_data(tmp_path):
+    runs = sweep.load_runs([_run(tmp_path, "at", delta=0.0, robust=[0.2, 0.33, 0.25],
+                                 holdout=[0.1, 0.2, 0.3])])
+    assert runs[0].per_epoch()["best_epoch"] == 3
+    assert "| PGD-AT | 0 | 25.0 (3, held-out) | 25.0 | 0.0 |" in sweep.per_epoch_markdown(runs)
 
 
 def test_sweep_refuses_runs_of_different_regimes_and_missing_files(tmp_path):

@@ -2,10 +2,12 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -162,6 +164,82 @@ def test_compare_plot_of_several_runs(tiny_run, tmp_path):
         plots.compare_run_dirs([str(out)], str(tmp_path / "x.png"), metric="nope")
 
 
+# ----- a held-out split selects the best epoch ----------------------------------------------
+HOLDOUT = ["--holdout_examples=300", "--eval_holdout_examples=64"]
+HOLDOUT_RUN = [*TINY, *HOLDOUT, "--amp_delta=0", "--eps=0.02", "--step_size=0.01", "--lr=0.1",
+               "--notensorboard"]
+
+
+@pytest.fixture(scope="module")
+def holdout_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "holdout"
+    run, summary = run_training(*HOLDOUT_RUN, "--epochs=4", "--steps_per_epoch=6",
+                                f"--out_dir={out}")
+    return out, run, summary
+
+
+def test_holdout_columns_and_the_best_epoch_selected_on_them(holdout_run, capsys, tmp_path):
+    out, run, summary = holdout_run
+    with open(out / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == rundir.METRICS_COLUMNS + rundir.HOLDOUT_COLUMNS
+        rows = [{k: float(v) for k, v in r.items()} for r in reader]
+    assert all(0 <= r[k] <= 1 for r in rows for k in rundir.HOLDOUT_COLUMNS)
+    assert summary["selected_on"] == "holdout"
+    robust = [r["holdout_robust_acc"] for r in rows]
+    assert summary["best"]["epoch"] == 1 + robust.index(max(robust))  # earliest on ties
+    assert summary["best"]["holdout_robust_acc"] == pytest.approx(max(robust))
+    assert summary["evaluation"]["holdout_examples"] == 64
+    # best.keras is that epoch's network: the same seeded PGD on the same held-out examples
+    # gives exactly the recorded held-out accuracies
+    x, y = data.load_arrays("digits", "holdout", holdout=300, num_examples=64)
+    best = keras.saving.load_model(out / "checkpoints/best.keras", compile=False)
+    evaluator = callbacks.RobustEvaluator(
+        best, x, y, norm="linf", eps=0.02, step_size=0.01, steps=2, batch_size=16,
+        seed=run.config.seed * 2 + training.HOLDOUT_SEED_OFFSET)
+    assert evaluator() == pytest.approx((summary["best"]["holdout_natural_acc"],
+                                         summary["best"]["holdout_robust_acc"]))
+    assert (out / "plots/accuracy.png").read_bytes()[:8] == PNG
+    path = plots.compare_run_dirs([str(out)], str(tmp_path / "ho.png"), metric="holdout_robust_acc")
+    assert open(path, "rb").read(8) == PNG
+    # the closing log line says which split chose the best epoch
+    print(training.summary_line(summary))
+    assert "selected on the held-out robust accuracy" in capsys.readouterr().out
+
+
+def test_training_leaves_the_held_out_examples_out():
+    config, _ = parse(*HOLDOUT_RUN, "--epochs=1", "--steps_per_epoch=0")
+    assert training.train_dataset(config, seed=0)[1] == (1437 - 300) // 32
+    without, _ = parse(*TINY, "--epochs=1", "--steps_per_epoch=0")
+    assert training.train_dataset(without, seed=0)[1] == 1437 // 32
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--holdout_examples=1437"], "--holdout_examples: holdout=1437 must be below the 1437"),
+    (["--holdout_examples=400", "--train_examples=1100"], "--train_examples: num_examples=1100"),
+])
+def test_split_sizes_are_checked_before_training_naming_the_flag(args, flag, tmp_path):
+    config, text = parse(*TINY, *args, "--epochs=1", f"--out_dir={tmp_path / 'run'}")
+    with pytest.raises(ValueError, match=re.escape(flag)):
+        training.setup(config, text)
+    assert not (tmp_path / "run").exists()
+
+
+def test_summary_selects_on_test_without_a_held_out_split():
+    rows = [{"epoch": e, "test_robust_acc": t, "test_natural_acc": 0.5, "train_robust_acc": 0.5,
+             "train_natural_acc": 0.5, "robust_gap": 0.0, "seconds": 1.0}
+            for e, t in ((1, 0.2), (2, 0.4), (3, 0.3))]
+    summary = rundir.summarize(rows, epochs=3, eval_info={})
+    assert (summary["selected_on"], summary["best"]["epoch"]) == ("test", 2)
+    assert "holdout_robust_acc" not in summary["best"]
+    assert rundir.metrics_columns(rows) == rundir.METRICS_COLUMNS
+    held = [dict(r, holdout_natural_acc=0.6, holdout_robust_acc=h)
+            for r, h in zip(rows, (0.1, 0.2, 0.5))]
+    summary = rundir.summarize(held, epochs=3, eval_info={})
+    assert (summary["selected_on"], summary["best"]["epoch"]) == ("holdout", 3)
+    assert summary["best"]["test_robust_acc"] == 0.3  # reported: the test value of that epoch
+
+
 # ----- pieces -------------------------------------------------------------------------------
 def test_lr_schedule_drops_on_the_first_step_of_the_boundary_epoch():
     config, _ = parse("--epochs=4", "--lr=0.1", "--lr_boundaries=0.5,3")
@@ -308,6 +386,56 @@ def test_flagfiles_run_with_smoke(flagfile, extra, fake_npz, tmp_path):
     assert summary["complete"] and summary["epochs"] == 2
     assert [r["epoch"] for r in rundir.read_metrics(out / "metrics.csv")] == [1, 2]
     assert "--smoke" in (out / "flags.cfg").read_text()
+
+
+def test_resume_keeps_the_holdout_columns_and_selection(tmp_path, monkeypatch, capsys):
+    """Killed after epoch 2's state (before its files): the resumed run carries the held-out
+    columns of the restored rows and selects its best epoch on them."""
+    out = tmp_path / "resumed"
+    args = (*HOLDOUT_RUN, "--epochs=3", "--steps_per_epoch=2", f"--out_dir={out}")
+    original = callbacks.RunRecorder.write_outputs
+
+    def dies_at_epoch_2(self, network, *, current_epoch):
+        if current_epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, network, current_epoch=current_epoch)
+
+    monkeypatch.setattr(callbacks.RunRecorder, "write_outputs", dies_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(*args)
+    first = _metric_rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in first] == [1] and "holdout_robust_acc" in first[0]
+    monkeypatch.setattr(callbacks.RunRecorder, "write_outputs", original)
+    _, summary = run_training(*args)
+    assert "resuming after epoch 2 of 3" in capsys.readouterr().out
+    rows = _metric_rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and rows[0] == first[0]
+    assert all(r["holdout_robust_acc"] != "" for r in rows)
+    robust = [float(r["holdout_robust_acc"]) for r in rows]
+    assert summary["selected_on"] == "holdout"
+    assert summary["best"]["epoch"] == 1 + robust.index(max(robust))
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(),
+                    reason=f"the shared MNIST npz files are not at {SHARED_DATA}")
+@pytest.mark.parametrize("name", ["pgd_at", "pgd_at_amp", "trades", "trades_amp"])
+def test_mnist_flagfiles_run_with_smoke(name, tmp_path, monkeypatch):
+    """flags/mnist/ end to end on the real MNIST files: held-out selection, eps ramp."""
+    monkeypatch.setenv(data.NPZ_DIR_VARIABLE, str(SHARED_DATA))
+    out = tmp_path / name
+    run, summary = run_training(f"--flagfile=flags/mnist/{name}.cfg", "--smoke",
+                                "--notensorboard", f"--out_dir={out}")
+    assert summary["complete"] and summary["selected_on"] == "holdout"
+    assert summary["evaluation"]["holdout_examples"] == 16
+    rows = rundir.read_metrics(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["holdout_robust_acc"] is not None for r in rows)
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["holdout_examples"] == 5000 and config["eps_ramp_steps"] == 2  # 1 smoke epoch
+    assert run.model.eps_ramp_steps == 2 and run.model.network.input_shape == (None, 28, 28, 1)
 
 
 def test_kill_after_the_last_state_save_still_completes_the_run(tmp_path, monkeypatch):

@@ -44,10 +44,13 @@ def check_number(name, value, *, low=0, strict=False, whole=False):
 
 def check_threat_model(norm, eps, step_size=None, steps=None):
     """Raises ValueError for a threat model (and step size, number of steps) no attack can
-    run with: an unknown norm, eps < 0, step_size < 0, steps not a whole number >= 0."""
+    run with: an unknown norm, eps < 0, step_size < 0, steps not a whole number >= 0. Tensor
+    eps and step sizes (the training eps ramp's, computed per step in the graph) are not
+    checked here."""
     check_norm(norm)
-    check_number("eps", eps)
-    if step_size is not None:
+    if not tf.is_tensor(eps):
+        check_number("eps", eps)
+    if step_size is not None and not tf.is_tensor(step_size):
         check_number("step_size", step_size)
     if steps is not None:
         check_number("steps", steps, whole=True)

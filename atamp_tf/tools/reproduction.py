@@ -73,6 +73,13 @@ def read_paper(path, table="1", arch="preact_resnet18"):
     return values
 
 
+def selection_note(summary):
+    """What the tables add after a best epoch: ", held-out" for a run whose best epoch was
+    selected on its held-out training examples (summary "selected_on"), nothing for one
+    selected on the test subset (the paper's "best"; summaries older than selected_on)."""
+    return ", held-out" if summary.get("selected_on") == "holdout" else ""
+
+
 def _pct(value):
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -108,7 +115,7 @@ def table1_markdown(runs, paper):
         lines.append(f"| {run.config['dataset']} | {NORM_LABELS[run.config['norm']]} "
                      f"{run.config['eps_text']} | {run.label} | " + " | ".join(ours + theirs)
                      + f" | `{run.name}` (best epoch {best['epoch']} of "
-                     f"{run.summary['epochs_done']}) |")
+                     f"{run.summary['epochs_done']}{selection_note(run.summary)}) |")
     return "\n".join(lines)
 
 
@@ -134,6 +141,10 @@ def evaluation_markdown(runs):
 def tables_markdown(runs, paper):
     """The whole tables.md text."""
     return ("## Table 1 layout (test robust and natural accuracy, %, per-epoch PGD-20 subset)\n\n"
+            + ("The best epoch is the one with the highest test robust accuracy, as the "
+               "paper's, except where marked held-out: there it is selected on held-out "
+               "training examples.\n\n"
+               if any(r.summary.get("selected_on") == "holdout" for r in runs) else "")
             + table1_markdown(runs, paper)
             + "\n\n## Final evaluation of the best checkpoints (%)\n\n"
             + evaluation_markdown(runs) + "\n")

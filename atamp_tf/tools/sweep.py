@@ -13,7 +13,7 @@ import os
 
 from atamp_tf import plots, rundir
 from atamp_tf.attacks.registry import NORM_LABELS
-from atamp_tf.tools.reproduction import column_labels, evaluation_columns
+from atamp_tf.tools.reproduction import column_labels, evaluation_columns, selection_note
 
 SCOPE_NAMES = {"tensor": "AMP (per tensor)", "global": "AMP (global)", "awp": "AWP scope"}
 
@@ -96,7 +96,8 @@ def per_epoch_markdown(runs):
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for run in runs:
         m = run.per_epoch()
-        lines.append(f"| {run.label} | {run.seed} | {_pct(m['best'])} ({m['best_epoch']}) | "
+        lines.append(f"| {run.label} | {run.seed} | {_pct(m['best'])} ({m['best_epoch']}"
+                     f"{selection_note(run.summary)}) | "
                      f"{_pct(m['last'])} | {_pct(m['drop'])} | {_pct(m['best_natural'])} | "
                      f"{_pct(m['last_natural'])} | {_pct(m['gap'])} |")
     return "\n".join(lines)

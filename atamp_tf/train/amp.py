@@ -32,13 +32,15 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
 
     `network` is a built Keras model mapping images in [0,1] to logits; it is what evaluation
     and export use. `delta=0` turns AMP off (plain adversarial training, one pass fewer).
+    `eps_ramp_steps` > 0 ramps the training attack's eps and step size linearly over the
+    first steps (`attack_budget`); test_step always attacks at the full eps.
     """
 
     def __init__(self, network, *, method="at", norm="linf", eps=8 / 255, step_size=2 / 255,
                  attack_steps=10, random_start=True, attack_bn="train", delta=0.1, xi=1.0,
                  amp_steps=1, amp_scope="tensor", amp_warmup_steps=0, beta=6.0,
                  mart_lambda=5.0, mixup_alpha=0.0, l1=0.0, l2=0.0, weight_decay=0.0,
-                 eval_attack_steps=20, seed=0, **kwargs):
+                 eval_attack_steps=20, eps_ramp_steps=0, seed=0, **kwargs):
         super().__init__(**kwargs)
         self._method = losses.get_method(method)
         geometry.check_threat_model(norm, eps, step_size, attack_steps)
@@ -50,7 +52,8 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         for name, value in dict(delta=delta, xi=xi, amp_warmup_steps=amp_warmup_steps,
                                 beta=beta, mart_lambda=mart_lambda, mixup_alpha=mixup_alpha,
                                 l1=l1, l2=l2, weight_decay=weight_decay,
-                                eval_attack_steps=eval_attack_steps).items():
+                                eval_attack_steps=eval_attack_steps,
+                                eps_ramp_steps=eps_ramp_steps).items():
             geometry.check_number(name, value)
         geometry.check_number("amp_steps", amp_steps, low=1, whole=True)
         if not isinstance(network, keras.Model):
@@ -66,6 +69,7 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         self.mixup_alpha, self.l1, self.l2 = float(mixup_alpha), float(l1), float(l2)
         self.weight_decay = float(weight_decay)
         self.eval_attack_steps, self.seed = int(eval_attack_steps), int(seed)
+        self.eps_ramp_steps = int(eps_ramp_steps)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.adv_acc_tracker = keras.metrics.SparseCategoricalAccuracy(name="adv_acc")
         self.nat_acc_tracker = keras.metrics.SparseCategoricalAccuracy(name="nat_acc")
@@ -108,7 +112,7 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
             amp_scope=self.amp_scope, amp_warmup_steps=self.amp_warmup_steps, beta=self.beta,
             mart_lambda=self.mart_lambda, mixup_alpha=self.mixup_alpha, l1=self.l1, l2=self.l2,
             weight_decay=self.weight_decay, eval_attack_steps=self.eval_attack_steps,
-            seed=self.seed)
+            eps_ramp_steps=self.eps_ramp_steps, seed=self.seed)
         return config
 
     @classmethod
@@ -133,6 +137,15 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
                 seed, tf.cast(ctx.replica_id_in_sync_group, tf.int64))
         return seed
 
+    def attack_budget(self):
+        """(eps, step size) of this step's training attack: the full values, or in the eps
+        ramp (the first eps_ramp_steps optimiser steps) both scaled by (step + 1) / ramp."""
+        if self.eps_ramp_steps <= 0:
+            return self.eps, self.step_size
+        step = tf.cast(self.optimizer.iterations, tf.float32) + 1.0
+        scale = tf.minimum(1.0, step / float(self.eps_ramp_steps))
+        return self.eps * scale, self.step_size * scale
+
     def _forward(self, weights, state, x, training):
         return self.network.stateless_call(weights, state, x, training=training)
 
@@ -150,8 +163,9 @@ class AMPModel(MultiWorkerFitMixin, keras.Model):
         if self.random_start and self._method.start == "normal":
             noise = tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
             x_init = x + 0.001 * noise
+        eps, step_size = self.attack_budget()
         return pgd(
-            logits_fn, x, y, eps=self.eps, step_size=self.step_size, steps=self.attack_steps,
+            logits_fn, x, y, eps=eps, step_size=step_size, steps=self.attack_steps,
             norm=self.norm, random_start=self.random_start, seed=seed, x_init=x_init,
             loss_fn=lambda logits, _: label_mix(
                 lambda labels: self._method.inner(logits, labels, logits_nat)))

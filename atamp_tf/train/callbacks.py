@@ -1,9 +1,10 @@
 """Keras callbacks of a training run: per-epoch robust evaluation and the run recorder.
 
 - `EpochEvaluation` measures natural and PGD robust accuracy of the plain network (BatchNorm
-  in inference mode) on a fixed test subset and a fixed training subset after every epoch,
-  with the same random starts every epoch, and adds them to the epoch's logs (so the progress
-  bar and TensorBoard show them).
+  in inference mode) on a fixed test subset and a fixed training subset after every epoch
+  (and on the held-out training examples, if the run holds some out), with the same random
+  starts every epoch, and adds them to the epoch's logs (so the progress bar and TensorBoard
+  show them).
 - `RunRecorder` turns each epoch's logs into a metrics row, saves the resume state, then
   rewrites metrics.csv, summary.json, the last / best checkpoints and the plots from it.
 Order in the callback list: EpochEvaluation, TensorBoard, RunRecorder.
@@ -61,17 +62,21 @@ class RobustEvaluator:
 
 
 class EpochEvaluation(keras.callbacks.Callback):
-    """Adds test/train natural and robust accuracy and the robust gap to each epoch's logs."""
+    """Adds test/train natural and robust accuracy and the robust gap to each epoch's logs,
+    and holdout_natural_acc / holdout_robust_acc if given a held-out evaluator."""
 
-    def __init__(self, test_evaluator, train_evaluator):
+    def __init__(self, test_evaluator, train_evaluator, holdout_evaluator=None):
         super().__init__()
         self.test, self.train = test_evaluator, train_evaluator
+        self.holdout = holdout_evaluator
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         logs["test_natural_acc"], logs["test_robust_acc"] = self.test()
         logs["train_natural_acc"], logs["train_robust_acc"] = self.train()
         logs["robust_gap"] = logs["train_robust_acc"] - logs["test_robust_acc"]
+        if self.holdout is not None:
+            logs["holdout_natural_acc"], logs["holdout_robust_acc"] = self.holdout()
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -105,6 +110,9 @@ class RunRecorder(keras.callbacks.Callback):
                "train_adv_acc": logs.get("adv_acc")}
         for key in rundir.METRICS_COLUMNS[4:9]:
             row[key] = logs.get(key)
+        for key in rundir.HOLDOUT_COLUMNS:  # a run with a held-out split: the selection split
+            if key in logs:
+                row[key] = logs[key]
         row["seconds"] = round(time.time() - self._start, 3)
         row = {k: (float(v) if v is not None and k != "epoch" else v) for k, v in row.items()}
         self.history = [r for r in self.history if r["epoch"] < row["epoch"]] + [row]

@@ -50,7 +50,14 @@ def define_flags(fv=FLAGS):
          "Read the dataset from local .npz arrays instead: <npz_dir>/<dataset>/{train,test}.npz "
          "(or train_*.npz), x uint8 NHWC, y int labels.")
     _def(flags.DEFINE_integer, "train_examples", _D.train_examples,
-         "Train on the first N examples of the training split (0: all of it).", lower_bound=0)
+         "Train on the first N examples of the training split (0: all of it; with "
+         "--holdout_examples, of what remains).", lower_bound=0)
+    _def(flags.DEFINE_integer, "holdout_examples", _D.holdout_examples,
+         "Hold out the LAST K examples of the training split (0 <= K < its size): never "
+         "trained on, evaluated every epoch (holdout_* columns of metrics.csv), and the best "
+         "checkpoint is the epoch with the best held-out robust accuracy instead of the test "
+         "set's. 0: no held-out split, best on the test subset (the paper's 'best').",
+         lower_bound=0)
     _def(flags.DEFINE_bool, "crop", _D.crop,
          "Random crop after padding (paper: 4 pixels; see --crop_pad_mode). Default: on, "
          "off for SVHN (as AWP's SVHN script).")
@@ -87,6 +94,11 @@ def define_flags(fv=FLAGS):
          "untouched; robust_overfitting, AWP) or eval (moving averages; TRADES-style code).")
     _def(flags.DEFINE_bool, "random_start", _D.random_start,
          "Training PGD starts from a random point of the eps-ball.")
+    _def(flags.DEFINE_integer, "eps_ramp_epochs", _D.eps_ramp_epochs,
+         "Ramp the training attack over the first N epochs: eps and its step size grow "
+         "linearly per step from eps / (N * steps per epoch) to --eps at the last step of "
+         "epoch N (stability at large eps, e.g. MNIST 0.3). The per-epoch evaluation always "
+         "uses the full --eps. 0: no ramp.", lower_bound=0)
     _number_validator("eps", fv)
     _number_validator("step_size", fv)
 
@@ -102,6 +114,9 @@ def define_flags(fv=FLAGS):
     _def(flags.DEFINE_integer, "eval_train_examples", _D.eval_train_examples,
          "Fixed subset of the training split (first N, not augmented) evaluated each epoch for "
          "the robust generalisation gap (Fig. 1); 0: all.", lower_bound=0)
+    _def(flags.DEFINE_integer, "eval_holdout_examples", _D.eval_holdout_examples,
+         "Evaluate the first N held-out examples each epoch (0: all of --holdout_examples); "
+         "needs --holdout_examples.", lower_bound=0)
     _def(flags.DEFINE_integer, "eval_batch_size", _D.eval_batch_size,
          "Batch size of the per-epoch evaluation.", lower_bound=1)
     _number_validator("eval_step_size", fv)

@@ -29,6 +29,7 @@ from atamp_tf.models import build_model
 from atamp_tf.train import callbacks
 from atamp_tf.train.amp import AMPModel
 
+HOLDOUT_SEED_OFFSET = 2**31  # the held-out evaluation's seeds: seed * 2 + this
 _FLAGS_HEADER = ("# Flags of this run, written by python -m atamp_tf.train; reproduce or resume "
                  "it with\n#   python -m atamp_tf.train --flagfile={path}\n")
 
@@ -61,15 +62,31 @@ def data_seed(seed, initial_epoch):
     return int(np.random.SeedSequence([int(seed), int(initial_epoch)]).generate_state(1)[0])
 
 
+def _naming_flags(read, num_examples_flag, **kwargs):
+    """read(**kwargs) (a data reader); its ValueErrors about `holdout` or `num_examples` are
+    re-raised naming the flag that set them (--holdout_examples, --<num_examples_flag>)."""
+    try:
+        return read(**kwargs)
+    except data.DataNotPreparedError:
+        raise
+    except ValueError as err:
+        for word, flag in (("holdout", "holdout_examples"), ("num_examples", num_examples_flag)):
+            if str(err).startswith(word):
+                raise ValueError(f"--{flag}: {err}") from None
+        raise
+
+
 def train_dataset(config, seed):
-    """(tf.data.Dataset of training batches, steps per epoch)."""
-    ds = data.make_dataset(
-        config.dataset, "train", batch_size=config.batch_size, training=True,
+    """(tf.data.Dataset of training batches, steps per epoch): the training split minus its
+    last --holdout_examples, then its first --train_examples."""
+    ds = _naming_flags(
+        data.make_dataset, "train_examples", name=config.dataset, split="train",
+        batch_size=config.batch_size, training=True,
         data_dir=config.data_dir, npz_dir=config.npz_dir, seed=seed, crop=config.crop,
         flip=config.flip, cutout=config.cutout, crop_padding=config.crop_padding,
         crop_pad_mode=config.crop_pad_mode, num_examples=config.train_examples or None,
-        extra_npz=config.extra_npz,
-        extra_fraction=config.extra_fraction)
+        extra_npz=config.extra_npz, extra_fraction=config.extra_fraction,
+        holdout=config.holdout_examples)
     steps = int(ds.cardinality())
     if steps < 0 and not config.steps_per_epoch:
         raise ValueError(f"the {config.dataset} training pipeline has no known length "
@@ -91,16 +108,11 @@ def train_dataset(config, seed):
 
 
 def eval_arrays(config, split, num_examples, flag):
-    """The fixed evaluation examples: the first `num_examples` (0: all) of `split`."""
-    try:
-        return data.load_arrays(config.dataset, split, data_dir=config.data_dir,
-                                npz_dir=config.npz_dir, num_examples=num_examples or None)
-    except data.DataNotPreparedError:
-        raise
-    except ValueError as err:
-        if "num_examples" in str(err):
-            raise ValueError(f"--{flag}: {err}") from None
-        raise
+    """The fixed evaluation examples: the first `num_examples` (0: all) of `split` (train and
+    holdout as split by --holdout_examples)."""
+    return _naming_flags(data.load_arrays, flag, name=config.dataset, split=split,
+                         data_dir=config.data_dir, npz_dir=config.npz_dir,
+                         num_examples=num_examples or None, holdout=config.holdout_examples)
 
 
 def lr_schedule(config, steps_per_epoch):
@@ -168,7 +180,7 @@ def build_model_and_optimizer(config, spec, steps_per_epoch):
         amp_warmup_steps=config.amp_warmup_epochs * steps_per_epoch, beta=config.beta,
         mart_lambda=config.mart_lambda, mixup_alpha=config.mixup_alpha, l1=config.l1,
         l2=config.l2, weight_decay=config.weight_decay, eval_attack_steps=0,
-        seed=config.seed)
+        eps_ramp_steps=config.eps_ramp_epochs * steps_per_epoch, seed=config.seed)
     optimizer = keras.optimizers.SGD(lr_schedule(config, steps_per_epoch),
                                      momentum=config.momentum)
     jit = {"auto": "auto", "true": True, "false": False}[config.jit_compile]
@@ -187,6 +199,7 @@ def run_config_dict(config, spec, steps_per_epoch, num_replicas=1):
         input_shape=list(spec.image_shape), mean=list(spec.mean), std=list(spec.std),
         steps_per_epoch=steps_per_epoch, num_replicas=num_replicas, amp=config.amp_delta > 0,
         amp_warmup_steps=config.amp_warmup_epochs * steps_per_epoch,
+        eps_ramp_steps=config.eps_ramp_epochs * steps_per_epoch,
         lr_boundary_epochs=config.lr_boundary_epochs(), lr_values=config.lr_values(),
         versions={"tensorflow": tf.__version__, "keras": keras.__version__})
     out["lr_boundaries"] = list(config.lr_boundaries)
@@ -249,7 +262,13 @@ def setup(config, flags_text):
     if chief:
         eval_sets = (eval_arrays(config, "test", config.eval_test_examples, "eval_test_examples"),
                      eval_arrays(config, "train", config.eval_train_examples,
-                                 "eval_train_examples"))
+                                 "eval_train_examples"),
+                     eval_arrays(config, "holdout", config.eval_holdout_examples,
+                                 "eval_holdout_examples") if config.holdout_examples else None)
+    if config.holdout_examples and chief:  # said once the data has accepted the split
+        print(f"{config.out_dir}: the last {config.holdout_examples} training examples are held "
+              "out (never trained on); best.keras is the epoch with the best held-out robust "
+              "accuracy.")
     with strategy.scope():
         run.model = build_model_and_optimizer(config, spec, run.steps_per_epoch)
     if restore and not rundir.restore_weights(meta, run.model):
@@ -260,7 +279,8 @@ def setup(config, flags_text):
         _record_start(run, spec, flags_text)
         run.recorder = callbacks.RunRecorder(
             run.paths, epochs=config.epochs, history=(meta or {}).get("history", ()),
-            eval_info=eval_info(config, len(eval_sets[0][0]), len(eval_sets[1][0])),
+            eval_info=eval_info(config, *(len(arrays[0]) if arrays else 0
+                                          for arrays in eval_sets)),
             run_label=os.path.basename(os.path.normpath(config.out_dir)))
         run.callbacks = chief_callbacks(run, eval_sets)
         if restore:  # a kill may have come between the state and the files derived from it
@@ -279,15 +299,16 @@ def _record_start(run, spec, flags_text):
 def chief_callbacks(run, eval_sets):
     """EpochEvaluation, TensorBoard (if installed), RunRecorder, in that order."""
     config = run.config
-    (x_test, y_test), (x_train, y_train) = eval_sets
     eval_kwargs = dict(norm=config.norm, eps=config.eps_value,
                        step_size=config.eval_step_size_value, steps=config.eval_attack_steps,
                        batch_size=config.eval_batch_size)
-    out = [callbacks.EpochEvaluation(
-        callbacks.RobustEvaluator(run.model.network, x_test, y_test,
-                                  seed=config.seed * 2 + 1, **eval_kwargs),
-        callbacks.RobustEvaluator(run.model.network, x_train, y_train,
-                                  seed=config.seed * 2 + 2, **eval_kwargs))]
+    # Seeds of the random starts: test, train, and the held-out stream (apart from both for
+    # any --seed).
+    seeds = (config.seed * 2 + 1, config.seed * 2 + 2, config.seed * 2 + HOLDOUT_SEED_OFFSET)
+    evaluators = [None if arrays is None else
+                  callbacks.RobustEvaluator(run.model.network, *arrays, seed=seed, **eval_kwargs)
+                  for arrays, seed in zip(eval_sets, seeds)]
+    out = [callbacks.EpochEvaluation(*evaluators)]
     if config.tensorboard and tensorboard_installed():
         out.append(keras.callbacks.TensorBoard(run.paths.tensorboard, write_graph=False,
                                                profile_batch=0))
@@ -298,14 +319,21 @@ def chief_callbacks(run, eval_sets):
     return out + [run.recorder]
 
 
-def eval_info(config, test_examples, train_examples):
-    return {"attack": f"PGD-{config.eval_attack_steps}", "norm": config.norm,
+def eval_info(config, test_examples, train_examples, holdout_examples=0):
+    """summary.json's "evaluation": the per-epoch attack and the examples it ran on."""
+    info = {"attack": f"PGD-{config.eval_attack_steps}", "norm": config.norm,
             "eps": config.eps_value, "eps_text": config.eps,
             "step_size": config.eval_step_size_value, "random_start": True,
             "batchnorm": "inference", "test_examples": test_examples,
             "train_examples": train_examples,
             "test_subset": f"the first {test_examples} of the test split",
             "train_subset": f"the first {train_examples} of the training split, not augmented"}
+    if config.holdout_examples:
+        info.update(holdout_examples=holdout_examples, holdout_subset=(
+            f"the first {holdout_examples} of the last {config.holdout_examples} examples of "
+            "the training split, held out (never trained on), not augmented; the best epoch "
+            "is selected on them"))
+    return info
 
 
 def fit(run, verbose=None):
@@ -328,12 +356,18 @@ def fit(run, verbose=None):
 
 
 def summary_line(summary):
+    """The run's closing log line: best (and on which split it was selected) and last."""
     best, last = summary["best"], summary["last"]
     if not best:
         return "no epoch recorded"
     attack = summary["evaluation"]["attack"]
+    if summary.get("selected_on") == "holdout":
+        selection = (f"selected on the held-out robust accuracy, "
+                     f"{best['holdout_robust_acc']:.2%}")
+    else:
+        selection = "selected on the test subset"
     return (f"{attack} test robust accuracy: best {best['test_robust_acc']:.2%} (epoch "
-            f"{best['epoch']}, natural {best['test_natural_acc']:.2%}); last "
+            f"{best['epoch']} {selection}; natural {best['test_natural_acc']:.2%}); last "
             f"{last['test_robust_acc']:.2%} (epoch {last['epoch']}, natural "
             f"{last['test_natural_acc']:.2%}); {summary['train_seconds']:.0f} s of training")
 
