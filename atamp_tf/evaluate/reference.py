@@ -500,15 +500,13 @@ def markdown_comparison(report):
 
 
 def write_comparison(report, output_dir):
-    """Writes parity.json and parity.md into output_dir; returns their paths."""
+    """Writes parity.json and parity.md into output_dir; returns their paths by kind."""
     os.makedirs(output_dir, exist_ok=True)
-    paths = {"json": os.path.join(output_dir, "parity.json"),
-             "md": os.path.join(output_dir, "parity.md")}
-    with open(paths["json"], "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    with open(paths["md"], "w", encoding="utf-8") as f:
-        f.write(markdown_comparison(report))
+    texts = {"json": json.dumps(report, indent=2) + "\n", "md": markdown_comparison(report)}
+    paths = {kind: os.path.join(output_dir, f"parity.{kind}") for kind in texts}
+    for kind, text in texts.items():
+        with open(paths[kind], "w", encoding="utf-8") as f:
+            f.write(text)
     return paths
 
 

@@ -27,10 +27,11 @@ _MODEL = flags.DEFINE_string("model", None, "Run directory or .keras file our Au
                              "attacks (default: the ONNX file's torch module, torch gradients).")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
                                 "Which checkpoint of a run directory --model is.")
-_DATASET = flags.DEFINE_string("dataset", None, "Dataset name (default: --model's run's).")
+_DATA = {name: flags.DEFINE_string(name, None, text) for name, text in (
+    ("dataset", "Dataset name (default: --model's run's)."),
+    ("data_dir", "tensorflow-datasets directory (default: --model's run's)."),
+    ("npz_dir", "Directory of local .npz arrays (default: --model's run's)."))}
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Split of the examples.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory.")
-_NPZ_DIR = flags.DEFINE_string("npz_dir", None, "Directory of local .npz arrays.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None,
                                      "Compare on the first N examples of the split (default all).")
 _NORM = flags.DEFINE_enum("norm", None, ["linf", "l2"], "Threat model (default: the run's).")
@@ -53,7 +54,7 @@ def _settings():
         raise ValueError(f"--onnx: {_ONNX.value} is not a file")
     keras_path = checkpoint_path(_MODEL.value, _CHECKPOINT.value) if _MODEL.value else None
     config = read_run_config(run_dir_of(keras_path)) if keras_path else {}
-    dataset = _DATASET.value or config.get("dataset")
+    dataset = _DATA["dataset"].value or config.get("dataset")
     norm = _NORM.value or config.get("norm")
     eps = _EPS.value or (str(config.get("eps_text") or config.get("eps"))
                          if config.get("eps") is not None and config.get("norm") == norm else None)
@@ -79,8 +80,8 @@ def main(argv):
                          f"pip install -e '.[reference]' and pip install --no-deps "
                          f"onnx2torch==1.5.15")
     x, y = data.load_arrays(dataset, _SPLIT.value,
-                            data_dir=_DATA_DIR.value or config.get("data_dir"),
-                            npz_dir=_NPZ_DIR.value or config.get("npz_dir"),
+                            data_dir=_DATA["data_dir"].value or config.get("data_dir"),
+                            npz_dir=_DATA["npz_dir"].value or config.get("npz_dir"),
                             num_examples=_NUM_EXAMPLES.value)
     keras_model = load_keras_model(keras_path) if keras_path else None
     report = reference.compare_autoattack(_ONNX.value, x, y, norm=norm, eps=eps,
