@@ -28,6 +28,8 @@ BAD_INPUT = {
                                "--paper_csv=docs/reproduction/paper_table1.csv"],
                               "/nonexistent"),
     "atamp_tf.plot": (["--run_dirs=/nonexistent", "--output=/tmp/x.png"], "/nonexistent"),
+    "atamp_tf.evaluate.reference_cli": (["--onnx=/nonexistent.onnx", "--dataset=digits",
+                                         "--norm=linf", "--eps=0.1"], "--onnx: /nonexistent"),
 }
 
 
