@@ -9,9 +9,9 @@ examples, so the two norms in a row would take twice as long on 2 cores).
 Tolerance: both are the standard version, but their random numbers differ (APGD's random
 start, Square's windows and signs: torch's generator against TF's stateless one), so an
 example whose fate hangs on the draw may fall on either side. At most MAX_DISAGREE of the
-N_EXAMPLES examples may disagree (measured: 0 of 100 here, 1 of 360 and 0-4 of 360 on the
-digits zoo models, docs/eval/reference_parity/), and the robust accuracies may differ by at
-most that many examples.
+N_EXAMPLES examples may disagree, and the robust accuracies may differ by at most that many
+examples (measured on the digits zoo models, docs/eval/reference_parity/: 0 or 1 of 360
+each, 3 of 1440 in all; here: see the tables printed with pytest -rP).
 """
 import importlib.util
 import json

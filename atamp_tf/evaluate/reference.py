@@ -520,7 +520,7 @@ def summary_markdown(reports):
         ours, ref = r["ours"], r["reference"]
         idx = ", ".join(str(row["index"]) for row in r["disagreements"]) or "–"
         lines.append(
-            f"| {r.get('model_name', r.get('onnx'))} | {r['threat_model']['norm']}, "
+            f"| {r.get('model_name') or r.get('onnx') or 'model'} | {r['threat_model']['norm']}, "
             f"{r['threat_model']['eps']:.4g} | {r['num_examples']} | "
             f"{_pct(ours['robust_accuracy'])} | {_pct(ref['robust_accuracy'])} | "
             f"{_pct(r['agreement'])} | {r['num_disagree']} ({idx}) | {ours['seconds']:.0f} | "
