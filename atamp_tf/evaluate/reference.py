@@ -242,11 +242,11 @@ def _reference_log():
 class ReferenceResult:
     """The reference AutoAttack on a set of examples (arrays in the order of the inputs).
 
-    robust: bool[n] (correct on the clean input and on the reference's output); clean:
-    bool[n]; x_adv: NHWC float32, its output (the clean input where nothing was found);
-    valid: bool[n], x_adv in [0, 1] and in the eps-ball; distance: float[n];
-    accuracy_after: component -> robust accuracy, as its log reports them; warnings: the
-    messages of its own checks; conversion: conversion_check of the torch module."""
+    robust: bool[n], the label it returns equals y (correct on the clean input and on its
+    output); clean: bool[n]; x_adv: NHWC float32, its output (the clean input where nothing
+    was found); valid: bool[n], x_adv in [0, 1] and in the eps-ball; distance: float[n];
+    accuracy_after: component -> robust accuracy as its log prints it (to 0.01%); warnings:
+    the messages of its own checks; conversion: conversion_check of the torch module."""
     robust: np.ndarray
     clean: np.ndarray
     x_adv: np.ndarray
