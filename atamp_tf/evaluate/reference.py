@@ -242,11 +242,11 @@ def _reference_log():
 class ReferenceResult:
     """The reference AutoAttack on a set of examples (arrays in the order of the inputs).
 
-    robust: bool[n] (correct on the clean input and on the reference's output); clean:
-    bool[n]; x_adv: NHWC float32, its output (the clean input where nothing was found);
-    valid: bool[n], x_adv in [0, 1] and in the eps-ball; distance: float[n];
-    accuracy_after: component -> robust accuracy, as its log reports them; warnings: the
-    messages of its own checks; conversion: conversion_check of the torch module."""
+    robust: bool[n], the label it returns equals y (correct on the clean input and on its
+    output); clean: bool[n]; x_adv: NHWC float32, its output (the clean input where nothing
+    was found); valid: bool[n], x_adv in [0, 1] and in the eps-ball; distance: float[n];
+    accuracy_after: component -> robust accuracy as its log prints it (to 0.01%); warnings:
+    the messages of its own checks; conversion: conversion_check of the torch module."""
     robust: np.ndarray
     clean: np.ndarray
     x_adv: np.ndarray
@@ -520,7 +520,7 @@ def summary_markdown(reports):
         ours, ref = r["ours"], r["reference"]
         idx = ", ".join(str(row["index"]) for row in r["disagreements"]) or "–"
         lines.append(
-            f"| {r.get('model_name', r.get('onnx'))} | {r['threat_model']['norm']}, "
+            f"| {r.get('model_name') or r.get('onnx') or 'model'} | {r['threat_model']['norm']}, "
             f"{r['threat_model']['eps']:.4g} | {r['num_examples']} | "
             f"{_pct(ours['robust_accuracy'])} | {_pct(ref['robust_accuracy'])} | "
             f"{_pct(r['agreement'])} | {r['num_disagree']} ({idx}) | {ours['seconds']:.0f} | "
