@@ -1,6 +1,7 @@
 """Our AutoAttack against the reference one (pyautoattack), example by example.
 
-    python -m atamp_tf.evaluate.reference_cli --onnx=atamp_tf/zoo/models/digits-linf-smallcnn-pgd-at.onnx \
+    python -m atamp_tf.evaluate.reference_cli \
+        --onnx=atamp_tf/zoo/models/digits-linf-smallcnn-pgd-at.onnx \
         --dataset=digits --norm=linf --eps=0.15 --num_examples=360 --output_dir=parity
     python -m atamp_tf.evaluate.reference_cli --model=runs/x --onnx=runs/x/export/x.onnx ...
 
