@@ -102,19 +102,25 @@ def test_package_zoo_follows_the_size_rule():
 
 # ---------------------------------------------------------------- a zoo built in tmp
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    """A tiny digits model exported into a zoo in tmp (relative file URLs), plus its model."""
-    root = tmp_path_factory.mktemp("zoo_src")
-    model = zoo_helpers.train_tiny_model(seed=1)
+def _export_tiny(root, *, seed, **export_options):
+    """Trains a tiny digits model and exports it as NAME into the zoo under root/zoo."""
+    model = zoo_helpers.train_tiny_model(seed=seed)
     x, y = zoo_helpers.check_examples()
     report = zoo_helpers.make_report(model, x, y)
     run_dir = zoo_helpers.make_run_dir(str(root / "run"), model, report)
     keras_path, meta, _ = export.read_run_dir(run_dir, "best")
     entry = export.export_to_zoo(
         keras_path, meta, report, x, y, name=NAME, out_dir=root / "zoo/models",
-        card_dir=root / "zoo/cards", manifest_path=root / "zoo/manifest.json",
-        include_keras=True, code_version="0123abc")
+        card_dir=root / "zoo/cards", manifest_path=root / "zoo/manifest.json", **export_options)
+    return model, x, y, report, entry
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A tiny digits model exported into a zoo in tmp (relative file URLs), plus its model."""
+    root = tmp_path_factory.mktemp("zoo_src")
+    model, x, y, report, entry = _export_tiny(root, seed=1, include_keras=True,
+                                              code_version="0123abc")
     onnx_bytes = (root / "zoo/models" / f"{NAME}.onnx").read_bytes()
     return {"root": root, "manifest": root / "zoo/manifest.json", "entry": entry,
             "model": model, "onnx": onnx_bytes}
@@ -478,15 +484,8 @@ def two_versions(published, tmp_path_factory):
     """The tmp zoo with NAME exported a second time from another model (another sha256)."""
     root = tmp_path_factory.mktemp("zoo_v2")
     shutil.copytree(published["root"] / "zoo", root / "zoo")
-    model = zoo_helpers.train_tiny_model(seed=2)
-    x, y = zoo_helpers.check_examples()
-    report = zoo_helpers.make_report(model, x, y)
-    run_dir = zoo_helpers.make_run_dir(str(root / "run"), model, report)
-    keras_path, meta, _ = export.read_run_dir(run_dir, "best")
-    entry = export.export_to_zoo(
-        keras_path, meta, report, x, y, name=NAME, out_dir=root / "zoo/models",
-        card_dir=root / "zoo/cards", manifest_path=root / "zoo/manifest.json",
-        code_version="4567def", created="2025-02-03")
+    model, x, y, report, entry = _export_tiny(root, seed=2, code_version="4567def",
+                                              created="2025-02-03")
     return {"root": root, "manifest": root / "zoo/manifest.json", "entry": entry,
             "model": model, "old": published["entry"], "old_model": published["model"]}
 
