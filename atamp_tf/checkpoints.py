@@ -1,9 +1,12 @@
 """Finding and loading trained networks: run directories, `.keras` files; flag-value parsing
 shared by the command-line programs. Flag-free, so every CLI can import it."""
+import dataclasses
 import json
 import os
 
 from atamp_tf import config
+
+PARITY_ATOL = 1e-4  # largest |Keras - ONNX| logit difference accepted as the same model
 
 
 def parse_fraction(text, flag):
@@ -74,3 +77,37 @@ def onnx_session(path, providers=None):
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options,
                                 providers=providers or ["CPUExecutionProvider"])
+
+
+@dataclasses.dataclass
+class ModelSource:
+    """What --model (and --keras_model) point at, resolved to files."""
+    path: str
+    kind: str                   # "run_dir", "keras" or "onnx"
+    keras_path: str | None
+    onnx_path: str | None
+    run_config: dict
+
+    @property
+    def name(self):
+        base = os.path.basename(os.path.normpath(self.path))
+        return base if self.kind == "run_dir" else os.path.splitext(base)[0]
+
+
+def resolve_model(path, *, checkpoint="best", keras_model=None):
+    """ModelSource of a run directory, .keras or .onnx path; ValueError naming the flag."""
+    if not path:
+        raise ValueError("--model is required: a run directory, a .keras file or an .onnx file")
+    if keras_model is not None and not str(path).endswith(".onnx"):
+        raise ValueError("--keras_model goes with an .onnx --model only")
+    if keras_model is not None and not os.path.isfile(keras_model):
+        raise ValueError(f"--keras_model: {keras_model} is not a file")
+    if str(path).endswith(".onnx"):
+        if not os.path.isfile(path):
+            raise ValueError(f"--model: {path} does not exist")
+        # The run's config comes from the Keras checkpoint's run when there is one.
+        config = read_run_config(run_dir_of(keras_model or path))
+        return ModelSource(path, "onnx", keras_model, path, config)
+    keras_path = checkpoint_path(path, checkpoint, "model")
+    kind = "run_dir" if os.path.isdir(path) else "keras"
+    return ModelSource(path, kind, keras_path, None, read_run_config(run_dir_of(keras_path)))

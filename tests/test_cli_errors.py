@@ -22,7 +22,7 @@ BAD_INPUT = {
     "atamp_tf.evaluate": (["--model=/nonexistent"], "--model: /nonexistent"),
     "atamp_tf.export": (["--run_dir=/nonexistent", "--name=x"], "--run_dir: /nonexistent"),
     "atamp_tf.zoo": (["verify", "nope"], "no model 'nope'"),
-    "atamp_tf.bench": (["--arch=nope"], "arch"),
+    "atamp_tf.bench": (["--batch_size=0"], "batch_size"),
     "atamp_tf.landscape": (["--models=/nonexistent", "--output_dir=/tmp/x"], "/nonexistent"),
     "atamp_tf.reproduction": (["--runs=/nonexistent", "--output_dir=/tmp/x",
                                "--paper_csv=docs/reproduction/paper_table1.csv"],

@@ -11,10 +11,12 @@ is done by atamp_tf.evaluate / SuiteSettings and raises ValueError naming the fl
 
 from absl import flags
 
-from atamp_tf import cli, evaluate
-from atamp_tf.attacks import registry, suite
+from atamp_tf import checkpoints, cli, evaluate
+from atamp_tf.attacks import registry
 
-_DEFAULTS = suite.SuiteSettings()  # the registry's defaults
+_PGD = registry.get("pgd20").defaults  # the defaults of suite.SuiteSettings
+_SPSA = registry.get("spsa").defaults
+_AUTOATTACK = registry.get("autoattack").defaults
 
 _MODEL = flags.DEFINE_string("model", None, "Run directory, .keras file or .onnx file.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
@@ -43,32 +45,34 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the report
 _PGD_STEP_SIZE = flags.DEFINE_string("pgd_step_size", None, "PGD / CW step (number or fraction; "
                                      "default eps/4 for linf, eps*15/128 for l2).")
 _PGD_EARLY_STOP = flags.DEFINE_bool(
-    "pgd_early_stop", _DEFAULTS.pgd_early_stop, "PGD / CW: an example stops moving "
+    "pgd_early_stop", _PGD["early_stop"], "PGD / CW: an example stops moving "
     "once misclassified (--nopgd_early_stop: CleverHans' last iterate).")
-_SPSA_STEPS = flags.DEFINE_integer("spsa_steps", _DEFAULTS.spsa_steps,
+_SPSA_STEPS = flags.DEFINE_integer("spsa_steps", _SPSA["steps"],
                                    "SPSA iterations.")
-_SPSA_SAMPLES = flags.DEFINE_integer("spsa_samples", _DEFAULTS.spsa_samples,
+_SPSA_SAMPLES = flags.DEFINE_integer("spsa_samples", _SPSA["num_samples"],
                                      "SPSA model evaluations per gradient estimate (even).")
-_SPSA_DELTA = flags.DEFINE_float("spsa_delta", _DEFAULTS.spsa_delta,
+_SPSA_DELTA = flags.DEFINE_float("spsa_delta", _SPSA["delta"],
                                  "SPSA finite-difference perturbation.")
-_SPSA_LR = flags.DEFINE_float("spsa_learning_rate", _DEFAULTS.spsa_learning_rate,
+_SPSA_LR = flags.DEFINE_float("spsa_learning_rate", _SPSA["learning_rate"],
                               "SPSA Adam step size.")
-_SPSA_MAX_BATCH = flags.DEFINE_integer("spsa_max_batch", _DEFAULTS.spsa_max_batch,
+_SPSA_MAX_BATCH = flags.DEFINE_integer("spsa_max_batch", _SPSA["max_batch"],
                                        "Most images per model call inside SPSA.")
-_AA_VERSION = flags.DEFINE_string("autoattack_version", _DEFAULTS.autoattack_version,
+_AA_VERSION = flags.DEFINE_string("autoattack_version", _AUTOATTACK["version"],
                                   "AutoAttack version.")
 _AA_COMPONENTS = flags.DEFINE_list(
     "autoattack_components", [], "AutoAttack components to run, in order, from apgd-ce, "
     "apgd-t, fab-t, square (default: all four, the standard version). A subset is a weaker "
     "attack than AutoAttack; the report records which components ran.")
-_AA_ITERS = flags.DEFINE_integer("autoattack_iters", _DEFAULTS.autoattack_iters,
+_AA_ITERS = flags.DEFINE_integer("autoattack_iters", _AUTOATTACK["n_iter"],
                                  "APGD / FAB iterations.")
-_SQUARE_QUERIES = flags.DEFINE_integer("square_queries", _DEFAULTS.square_queries,
+_SQUARE_QUERIES = flags.DEFINE_integer("square_queries", _AUTOATTACK["n_queries"],
                                        "Square attack queries.")
 
 
 def settings_from_flags():
     """SuiteSettings from the attack flags."""
+    from atamp_tf.attacks import suite  # pylint: disable=import-outside-toplevel  (TensorFlow)
+
     step = _PGD_STEP_SIZE.value
     return suite.SuiteSettings(
         pgd_step_size=None if step is None else evaluate.parse_fraction(step, "pgd_step_size"),
@@ -82,6 +86,8 @@ def settings_from_flags():
 
 def main(argv):
     cli.no_positional(argv)
+    checkpoints.resolve_model(_MODEL.value, checkpoint=_CHECKPOINT.value,  # before TensorFlow
+                              keras_model=_KERAS_MODEL.value)
     report = evaluate.evaluate_path(
         _MODEL.value, checkpoint=_CHECKPOINT.value, keras_model=_KERAS_MODEL.value,
         dataset=_DATASET.value, split=_SPLIT.value, data_dir=_DATA_DIR.value,

@@ -38,7 +38,7 @@ from atamp_tf.attacks import suite
 REFERENCE_NORMS = {"linf": "Linf", "l2": "L2"}
 BALL_TOLERANCE = 1e-6  # as atamp_tf.attacks.autoattack: float32 rounding of the projections
 CONVERSION_ATOL = 1e-4  # largest |torch - onnxruntime| logit difference: the same model
-# (evaluate's Keras-vs-ONNX tolerance, atamp_tf.evaluate.PARITY_ATOL)
+# (evaluate's Keras-vs-ONNX tolerance, atamp_tf.checkpoints.PARITY_ATOL)
 _AFTER = re.compile(r"robust accuracy after ([A-Z0-9-]+): ([0-9.]+)%")
 
 

@@ -20,8 +20,7 @@ import urllib.parse
 
 import numpy as np
 
-from atamp_tf.checkpoints import load_keras_model, onnx_session
-from atamp_tf.evaluate import PARITY_ATOL
+from atamp_tf.checkpoints import PARITY_ATOL, load_keras_model, onnx_session
 from atamp_tf.rundir import atomic_write_text, sha256_file
 from atamp_tf.zoo import cards as model_card
 from atamp_tf.zoo import manifest as zoo_manifest

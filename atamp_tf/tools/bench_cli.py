@@ -11,9 +11,9 @@ flags (the train and evaluate CLIs define flags of the same names).
 from absl import flags
 
 from atamp_tf import cli
-from atamp_tf.tools import bench
+from atamp_tf.tools.bench_settings import BenchSettings
 
-_D = bench.BenchSettings()
+_D = BenchSettings()
 _ARCH = flags.DEFINE_string("arch", _D.arch, "Network (atamp_tf.models.ARCHITECTURES).")
 _WIDTH = flags.DEFINE_integer("width", _D.width, "Base width (preact_resnet18, small_cnn) or "
                               "widen factor (wide_resnet).", lower_bound=1)
@@ -69,7 +69,7 @@ _OUTPUT = flags.DEFINE_string("output", "bench.json", "Where to write the JSON r
 
 
 def settings_from_flags():
-    return bench.BenchSettings(
+    return BenchSettings(
         arch=_ARCH.value, width=_WIDTH.value, depth=_DEPTH.value, image_size=_IMAGE_SIZE.value,
         channels=_CHANNELS.value, num_classes=_NUM_CLASSES.value, batch_size=_BATCH_SIZE.value,
         attack_steps=_ATTACK_STEPS.value, method=_METHOD.value, norm=_NORM.value,
@@ -81,8 +81,11 @@ def settings_from_flags():
 
 def main(argv):
     cli.no_positional(argv)
+    from atamp_tf.tools import bench  # pylint: disable=import-outside-toplevel  (TensorFlow)
+
+    settings = settings_from_flags()
     bench.set_threads(_THREADS.value, _INTER_THREADS.value)
-    report = bench.run_benchmark(settings_from_flags(), torch_python=_TORCH_PYTHON.value,
+    report = bench.run_benchmark(settings, torch_python=_TORCH_PYTHON.value,
                                  torch_script=_TORCH_SCRIPT.value,
                                  torch_steps=_TORCH_STEPS.value,
                                  torch_repeats=_TORCH_REPEATS.value,

@@ -6,8 +6,7 @@ import os
 import numpy as np
 from absl import flags
 
-from atamp_tf import checkpoints, cli, data
-from atamp_tf.tools import landscape
+from atamp_tf import checkpoints, cli
 
 
 def _define_flags():
@@ -22,7 +21,7 @@ def _define_flags():
     flags.DEFINE_string("eps", None, "Attack radius, number or fraction (default: the run's).")
     flags.DEFINE_string("step_size", None, "PGD step (default: the run's training step).")
     flags.DEFINE_integer("attack_steps", 10, "PGD steps at each point.")
-    flags.DEFINE_list("directions", list(landscape.DIRECTIONS), "random and/or adversarial.")
+    flags.DEFINE_list("directions", None, "random and/or adversarial (default: both).")
     flags.DEFINE_float("max_a", 1.0, "The grid runs over a in [-max_a, max_a].")
     flags.DEFINE_integer("points", 21, "Grid points (odd, so that a = 0 is on the grid).")
     flags.DEFINE_float("radius", 0.5, "Radius at which sharpness is read (must be on the grid).")
@@ -40,6 +39,11 @@ def main(argv):
     labels = f.labels or [os.path.basename(os.path.normpath(m)) for m in f.models]
     if len(labels) != len(f.models):
         raise ValueError("--labels needs one label per entry of --models")
+    for m in f.models:  # bad paths fail before TensorFlow loads
+        checkpoints.checkpoint_path(m, f.checkpoint, "models")
+    from atamp_tf import data  # pylint: disable=import-outside-toplevel  (TensorFlow)
+    from atamp_tf.tools import landscape  # pylint: disable=import-outside-toplevel
+
     alphas = np.linspace(-f.max_a, f.max_a, f.points)
     results = {}
     loaded = [checkpoints.load_network(m, f.checkpoint, "models") for m in f.models]
@@ -56,10 +60,11 @@ def main(argv):
                             npz_dir=f.npz_dir or config.get("npz_dir"),
                             num_examples=f.num_examples)
     attack = dict(norm=norm, eps=eps, step_size=step, steps=f.attack_steps)
+    directions = f.directions or landscape.DIRECTIONS
     for label, (network, _) in zip(labels, loaded):
-        results[label] = landscape.model_landscape(network, x, y, directions=f.directions,
-                                         alphas=alphas, radius=f.radius, seed=f.seed,
-                                         attack=attack, batch_size=f.batch_size)
+        results[label] = landscape.model_landscape(network, x, y, directions=directions,
+                                                   alphas=alphas, radius=f.radius, seed=f.seed,
+                                                   attack=attack, batch_size=f.batch_size)
     flatness = landscape.write_outputs(results, f.output_dir, f.radius)
     print(json.dumps({"radius": f.radius, "sharpness": flatness}, indent=2))
 

@@ -1,0 +1,420 @@
+"""python -m atamp_tf.evaluate: the paper's attack suite (Table 3) on a model -> report.json.
+
+    python -m atamp_tf.evaluate --model=runs/at_amp --num_examples=1000 --output_dir=eval
+
+--model is a run directory (its checkpoints/best.keras, or last.keras with --checkpoint=last;
+dataset, data location and threat model default to its run_config.json), a `.keras` file, or
+an exported `.onnx` file. An ONNX model answers natural accuracy and the gradient-free attacks
+(SPSA, Square) through onnxruntime; the white-box attacks and AutoAttack need gradients, so
+they run on the `.keras` checkpoint it was exported from (--keras_model) or are skipped, and
+the report says so. Writes report.json (settings, accuracy per attack, worst case per example,
+sanity checks), report.md (the Table 3 row) and per_example.npz (correctness per attack).
+The flags live in atamp_tf.evaluate.cli, so importing this module defines no absl flags.
+The package `atamp_tf.evaluate` re-exports this module's names on first use.
+"""
+import dataclasses
+import datetime
+import json
+import os
+import time
+
+import numpy as np
+from absl import logging
+
+from atamp_tf import rundir
+from atamp_tf.attacks import geometry, registry, sanity, suite
+from atamp_tf.checkpoints import (  # noqa: F401 (public here too)
+    PARITY_ATOL,
+    ModelSource,
+    checkpoint_path,
+    load_keras_model,
+    onnx_session,
+    parse_fraction,
+    resolve_model,
+    run_dir_of,
+)
+
+DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
+MODEL_CHECK_EXAMPLES = 200  # examples the model checks (sanity.check_model) run on
+# (export's default too, atamp_tf.export.DEFAULT_ATOL: one tolerance, the README's)
+
+# ---------------------------------------------------------------------------- arguments
+DEFAULT_SETTINGS = suite.SuiteSettings()  # frozen: one shared default instance
+
+
+def parse_attacks(text, norm, *, onnx=False):
+    """Attack names from a comma list (None: the defaults, Table 3's, plus Square on an ONNX
+    model), in report order (the registry's).
+
+    `natural` is always included: it costs one pass and every sanity check compares with it.
+    """
+    known = registry.names(norm)
+    if text is None:
+        return registry.table3_attacks(norm) + (("square",) if onnx else ())
+    names = [name.strip() for name in str(text).split(",") if name.strip()]
+    for name in names:
+        if name in registry.names() and name not in known:
+            if registry.get(name).defaults.get("loss") == "cw_margin":
+                raise ValueError(f"--attacks: {name} is the CW attack of the other norm; under "
+                                 f"--norm={norm} it is called {registry.cw_name(norm)}")
+            raise ValueError(f"--attacks: {name} runs under --norm="
+                             f"{', '.join(registry.get(name).norms)} only")
+        if name not in known:
+            raise ValueError(f"--attacks: unknown attack {name!r}; known under --norm={norm}: "
+                             f"{', '.join(known)}")
+    if not names:
+        raise ValueError("--attacks: empty list; name at least one attack")
+    return tuple(name for name in known if name in names or name == "natural")
+
+
+# ---------------------------------------------------------------------------- models
+
+def keras_logits_fn(model):
+    """logits_fn of a Keras model in inference mode (BatchNorm uses its moving statistics)."""
+    return lambda x: model(x, training=False)
+
+
+
+def onnx_numpy_fn(session):
+    """numpy images -> numpy logits through an onnxruntime session (first input and output)."""
+    name = session.get_inputs()[0].name
+
+    def logits(x):
+        return session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+    return logits
+
+
+def numpy_as_tf_logits_fn(fn, num_classes):
+    """A traceable logits_fn around a numpy one (no gradient): for gradient-free attacks."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    def logits(x):
+        out = tf.numpy_function(fn, [x], tf.float32, stateful=False)
+        return tf.ensure_shape(out, [None, num_classes])
+    return logits
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+@dataclasses.dataclass
+class _Target:
+    """A model the attacks can query: its traceable logits_fn and a numpy predictor."""
+    name: str
+    logits_fn: object
+    predict: object  # numpy images -> numpy logits
+    model: object    # what AutoAttack is given: the Keras model, or the numpy logits function
+
+
+def _keras_target(model, batch_size):
+    fn = keras_logits_fn(model)
+    compiled = suite.compile_logits(fn)
+    return _Target("keras", fn, lambda x: suite.predict(compiled, x, batch_size=batch_size),
+                   model)
+
+
+def _onnx_target(session, num_classes, batch_size):
+    fn = onnx_numpy_fn(session)
+
+    def predict(x):
+        outs = [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, num_classes), np.float32)
+    return _Target("onnx", numpy_as_tf_logits_fn(fn, num_classes), predict, fn)
+
+
+def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings,
+                    verbose=False):
+    """x_adv and extra report fields of AutoAttack, or of its Square component alone, on a
+    target (a Keras model, or an ONNX session's numpy function for Square)."""
+    from atamp_tf.attacks import autoattack as aa  # pylint: disable=import-outside-toplevel
+    on_keras = target.name == "keras"
+    result = aa.autoattack(
+        target.model if on_keras else None, x, y, norm=norm, eps=eps, num_classes=num_classes,
+        seed=seed, version=settings.autoattack_version, batch_size=batch_size,
+        components=("square",) if name == "square" else
+        (tuple(settings.autoattack_components) or None),
+        n_iter=settings.autoattack_iters, n_queries=settings.square_queries,
+        predict_fn=None if on_keras else target.model, verbose=verbose)
+    extra = {"reported_accuracy": float(result.accuracy),
+             "accuracy_after": {k: float(v) for k, v in result.accuracy_after.items()},
+             "fooled_first_by": {k: int(np.sum(v)) for k, v in result.component_success.items()},
+             "autoattack_settings": result.settings}
+    return np.asarray(result.x_adv, np.float32), extra
+
+
+def _check_inputs(x, y, *, norm, eps, batch_size):
+    """x, y as float32 / int32 arrays; ValueError for anything the suite cannot run on."""
+    geometry.check_norm(norm, "--norm")
+    geometry.check_number("eps", eps)
+    geometry.check_number("--batch_size", batch_size, low=1, whole=True)
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y).astype(np.int32)
+    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"expected NHWC images and one label each, got {x.shape} and {y.shape}")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"pixels must be in [0, 1], got [{x.min()}, {x.max()}]")
+    return x, y
+
+
+def _make_targets(keras_model, onnx_path, x, *, num_classes, batch_size):
+    """{"keras": ..., "onnx": ...} (whichever were given) and the number of classes."""
+    targets = {}
+    if keras_model is not None:
+        targets["keras"] = _keras_target(keras_model, batch_size)
+        num_classes = num_classes or int(keras_model.output_shape[-1])
+    if onnx_path is not None:
+        session = onnx_session(onnx_path)
+        num_classes = num_classes or int(onnx_numpy_fn(session)(x[:1]).shape[-1])
+        targets["onnx"] = _onnx_target(session, num_classes, batch_size)
+    if not targets:
+        raise ValueError("evaluate_model needs keras_model, onnx_path or both")
+    return targets, num_classes
+
+
+def _skip_reason(name, names):
+    reason = ("needs gradients, and only an ONNX file was given: pass --keras_model (the "
+              ".keras checkpoint it was exported from)")
+    if name == "autoattack":
+        reason += ("; its gradient-free component ran as `square`" if "square" in names
+                   else "; --attacks=square runs its gradient-free component")
+    return reason
+
+
+def _craft(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings, verbose):
+    """(x_adv, extra report fields) of one attack on one target."""
+    if name == "natural":
+        return x, {}
+    if registry.get(name).runner in ("autoattack", "square"):
+        return _run_autoattack(name, target, x, y, norm=norm, eps=eps, num_classes=num_classes,
+                               seed=seed, batch_size=batch_size, settings=settings,
+                               verbose=verbose)
+    attack = suite.make_attack(name, target.logits_fn, norm=norm, eps=eps, settings=settings)
+    return suite.run_batched(attack, x, y, batch_size=batch_size, seed=seed,
+                             stream=registry.get(name).stream,
+                             label=registry.get(name).label, verbose=verbose), {}
+
+
+def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path=None,
+                   num_classes=None, batch_size=128, seed=0,
+                   settings=DEFAULT_SETTINGS, verbose=True):
+    """Runs the attack suite on (x, y); returns the report dict (see module docstring).
+
+    keras_model: a Keras model mapping [0,1] images to logits (white-box attacks need it).
+    onnx_path: an exported ONNX file; if given, natural accuracy and the gradient-free attacks
+      are measured on it through onnxruntime.
+    attacks: names (sequence or comma string; None: the defaults). The report's
+      `per_example` holds numpy correctness masks; write_report moves them to an .npz file.
+    """
+    import keras  # pylint: disable=import-outside-toplevel
+    x, y = _check_inputs(x, y, norm=norm, eps=eps, batch_size=batch_size)
+    if attacks is not None and not isinstance(attacks, str):
+        attacks = ",".join(attacks)
+    names = parse_attacks(attacks, norm, onnx=onnx_path is not None)
+    keras.utils.set_random_seed(seed)
+    started = time.time()
+    targets, num_classes = _make_targets(keras_model, onnx_path, x, num_classes=num_classes,
+                                         batch_size=batch_size)
+    primary = targets.get("onnx") or targets["keras"]
+    natural_logits = primary.predict(x)
+    checks = []
+    if len(targets) == 2:
+        checks.append(_parity_check(targets["keras"].predict(x), natural_logits))
+
+    results, skipped, correct = {}, {}, {}
+    for name in names:
+        attack = registry.get(name)
+        target = targets.get("keras") if attack.needs_gradients else primary
+        if target is None:
+            skipped[name] = _skip_reason(name, names)
+            continue
+        tic = time.time()
+        try:
+            x_adv, extra = _craft(name, target, x, y, norm=norm, eps=eps,
+                                  num_classes=num_classes, seed=seed,
+                                  batch_size=batch_size, settings=settings, verbose=verbose)
+        except ImportError as err:  # autoattack / square without atamp_tf.attacks.autoattack
+            skipped[name] = f"atamp_tf.attacks.autoattack is not available ({err})"
+            continue
+        seconds = time.time() - tic
+        logits = natural_logits if name == "natural" else target.predict(x_adv)
+        correct[name] = logits.argmax(1) == y
+        if name != "natural":
+            checks.append(sanity.check_perturbation(name, x, x_adv, norm=norm, eps=eps))
+        results[name] = {"label": attack.label, "kind": attack.kind,
+                         "run_on": target.name,
+                         "settings": suite.attack_settings(name, norm=norm, eps=eps,
+                                                           settings=settings),
+                         "accuracy": float(correct[name].mean()),
+                         "num_correct": int(correct[name].sum()), "seconds": round(seconds, 3),
+                         **extra}
+        logging.info("%s: accuracy %.4f (%d/%d) in %.1fs", name, results[name]["accuracy"],
+                     results[name]["num_correct"], len(x), seconds)
+    accuracy = {name: r["accuracy"] for name, r in results.items()}
+    checks += sanity.check_accuracies(accuracy, len(x))
+    if "keras" in targets:
+        subset = slice(0, min(len(x), MODEL_CHECK_EXAMPLES))
+        checks += sanity.check_model(targets["keras"].logits_fn, x[subset], y[subset], norm=norm)
+    square_fooled = results.get("autoattack", {}).get("fooled_first_by", {}).get("square")
+    if square_fooled is not None:
+        checks.append(sanity.check_square_after_white_box(square_fooled, len(x)))
+    sanity.warn_failures(checks)
+    return {
+        "threat_model": {"norm": norm, "eps": float(eps)},
+        "num_examples": int(len(x)),
+        "num_classes": int(num_classes),
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "attacks": results,
+        "skipped": skipped,
+        "accuracy": accuracy,
+        "worst_case": _worst_case(correct, list(results)),
+        "checks": [check.as_dict() for check in checks],
+        "checks_passed": all(check.passed for check in checks),
+        "seconds": round(time.time() - started, 3),
+        "per_example": correct,
+    }
+
+
+def _parity_check(keras_logits, onnx_logits):
+    diff = float(np.abs(keras_logits - onnx_logits).max())
+    agree = float((keras_logits.argmax(1) == onnx_logits.argmax(1)).mean())
+    return sanity.Check("onnx_keras_parity", diff <= PARITY_ATOL,
+                        f"largest |Keras - ONNX| logit difference {diff:.3g} (accepted up to "
+                        f"{PARITY_ATOL:g}); predictions agree on {agree:.2%} of examples")
+
+
+def _worst_case(correct, names):
+    """Per example: robust only if correct naturally and under every attack that ran."""
+    robust = np.logical_and.reduce([correct[name] for name in names])
+    broken_first = {}
+    for i in np.flatnonzero(~robust):
+        first = next(name for name in names if not correct[name][i])
+        broken_first[first] = broken_first.get(first, 0) + 1
+    return {"accuracy": float(robust.mean()), "num_robust": int(robust.sum()),
+            "over": list(names), "broken_first_by": broken_first}
+
+
+# ---------------------------------------------------------------------------- reports
+
+def _percent(value):
+    return "–" if value is None else f"{100.0 * value:.2f}"
+
+
+def markdown_report(report):
+    """report.md: failed checks first, then the Table 3 row, attack settings and checks."""
+    failed = [c for c in report["checks"] if not c["passed"]]
+    lines = []
+    if failed:
+        lines += ["## WARNING: sanity checks failed", "",
+                  "The numbers below may not measure robustness (see Checks).", ""]
+        lines += [f"- **{c['name']}**: {c['detail']}" for c in failed] + [""]
+    threat = report["threat_model"]
+    name = report.get("model_name", "model")
+    keras_note = (f" (white-box attacks on `{report['keras_model']}`)"
+                  if report.get("keras_model") and report.get("onnx") else "")
+    lines += [f"# Robustness of {name}", "",
+              f"- model: `{report.get('model', name)}`{keras_note}",
+              f"- data: {report.get('dataset', '?')}, "
+              f"{report.get('examples', str(report['num_examples']) + ' examples')}",
+              f"- threat model: {threat['norm']}, eps = {threat.get('eps_text', threat['eps'])} "
+              f"({threat['eps']:.6g})",
+              f"- seed {report['seed']}, {report['seconds']:.1f} s", ""]
+    norm = threat["norm"]
+    columns = list(registry.table3_attacks(norm))
+    columns += [name for name in report["accuracy"] if name not in columns]
+    acc = report["accuracy"]
+    lines += ["| Defense | " + " | ".join(registry.get(c).label for c in columns)
+              + " | Worst case |",
+              "| --- |" + " ---: |" * (len(columns) + 1),
+              f"| {name} | " + " | ".join(_percent(acc.get(c)) for c in columns)
+              + f" | {_percent(report['worst_case']['accuracy'])} |", "",
+              "Accuracy (%) on the adversarial examples; – = not run. Worst case: correct "
+              "naturally and under every attack run.", ""]
+    if report["skipped"]:
+        lines += ["Skipped:", ""] + [f"- {name}: {why}" for name, why in
+                                     report["skipped"].items()] + [""]
+    lines += ["## Attacks", "", "| Attack | Run on | Accuracy | Seconds | Settings |",
+              "| --- | --- | ---: | ---: | --- |"]
+    for r in report["attacks"].values():
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()
+                             if k not in ("norm", "eps", "implementation"))
+        lines.append(f"| {r['label']} | {r['run_on']} | {_percent(r['accuracy'])} | "
+                     f"{r['seconds']:.1f} | {settings} |")
+    lines += ["", "## Checks", ""]
+    lines += [f"- {'PASS' if c['passed'] else '**FAIL**'} {c['name']}: {c['detail']}"
+              for c in report["checks"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report, output_dir):
+    """Writes report.json, report.md and per_example.npz into output_dir; returns their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {"json": os.path.join(output_dir, "report.json"),
+             "md": os.path.join(output_dir, "report.md")}
+    correct = report.get("per_example")
+    if isinstance(correct, dict):
+        paths["npz"] = os.path.join(output_dir, "per_example.npz")
+        np.savez_compressed(paths["npz"], **{f"correct_{k}": v for k, v in correct.items()})
+        report["per_example"] = {"file": "per_example.npz",
+                                 "arrays": [f"correct_{k}" for k in correct],
+                                 "meaning": "bool per example, in the order of `examples`: "
+                                            "classified correctly at the attack's output"}
+    rundir.atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
+    rundir.atomic_write_text(paths["md"], markdown_report(report))
+    return paths
+
+
+def _versions():
+    import cleverhans  # pylint: disable=import-outside-toplevel
+    import keras  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return {"tensorflow": tf.__version__, "keras": keras.__version__,
+            "cleverhans": getattr(cleverhans, "__version__", "unknown")}
+
+
+def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, split="test",
+                  data_dir=None, npz_dir=None, num_examples=None, attacks=None, norm=None,
+                  eps=None, batch_size=128, seed=0, output_dir=None,
+                  settings=DEFAULT_SETTINGS, verbose=True):
+    """Resolves the model and data, runs the suite, writes the report; returns the report.
+
+    attacks: comma string or None; eps: number, fraction string or None (run's / default).
+    """
+    source = resolve_model(model, checkpoint=checkpoint, keras_model=keras_model)
+    config = source.run_config
+    norm = geometry.check_norm(norm or config.get("norm") or "linf", "--norm")
+    eps_text = str(eps) if eps is not None else (
+        str(config.get("eps_text") or config["eps"])
+        if "eps" in config and config.get("norm") == norm else DEFAULT_EPS[norm])
+    eps_value = parse_fraction(eps_text, "eps")
+    names = parse_attacks(attacks, norm, onnx=source.onnx_path is not None)
+    dataset = dataset or config.get("dataset")
+    if not dataset:
+        raise ValueError("--dataset is required when --model is not a run directory with a "
+                         "run_config.json naming one")
+    if num_examples is not None and (int(num_examples) != num_examples or num_examples < 1):
+        raise ValueError(f"--num_examples must be a whole number >= 1, got {num_examples!r}")
+    from atamp_tf import data  # pylint: disable=import-outside-toplevel
+    x, y = data.load_arrays(dataset, split, data_dir=data_dir or config.get("data_dir"),
+                            npz_dir=npz_dir or config.get("npz_dir"), num_examples=num_examples)
+    network = load_keras_model(source.keras_path) if source.keras_path else None
+    report = evaluate_model(x, y, norm=norm, eps=eps_value, attacks=names, keras_model=network,
+                            onnx_path=source.onnx_path, batch_size=batch_size, seed=seed,
+                            settings=settings, verbose=verbose)
+    report["threat_model"]["eps_text"] = eps_text
+    how = "the first" if num_examples is not None else "all"
+    report = {
+        "model": source.path, "model_name": source.name, "model_format": source.kind,
+        "keras_model": source.keras_path, "onnx": source.onnx_path,
+        "dataset": dataset, "split": split,
+        "examples": f"{how} {len(x)} examples of the {split} split in its own order",
+        **report,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    if output_dir is None:
+        output_dir = (rundir.RunPaths(source.path).eval if source.kind == "run_dir"
+                      else os.path.splitext(source.path)[0] + "_eval")
+    paths = write_report(report, output_dir)
+    logging.info("wrote %s", ", ".join(paths.values()))
+    return report
+
