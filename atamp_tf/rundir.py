@@ -117,9 +117,20 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def read_json(path, what=None):
+    """The JSON value in the file at path. With `what` (a flag or a name such as '--report'), a
+    missing or malformed file is a ValueError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        if what is None:
+            raise
+        raise ValueError(f"{what}: {path} does not exist.") from None
+    except json.JSONDecodeError as e:
+        if what is None:
+            raise
+        raise ValueError(f"{what}: {path} is not valid JSON: {e}.") from None
 
 
 def save_keras(model, path):

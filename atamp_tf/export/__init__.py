@@ -10,7 +10,6 @@ metrics taken from an evaluation report.json. Command line: `python -m atamp_tf.
 """
 import dataclasses
 import datetime
-import json
 import math
 import os
 import posixpath
@@ -21,7 +20,7 @@ import urllib.parse
 import numpy as np
 
 from atamp_tf.checkpoints import PARITY_ATOL, load_keras_model, onnx_session
-from atamp_tf.rundir import atomic_write_text, sha256_file
+from atamp_tf.rundir import atomic_write_text, read_json, sha256_file
 from atamp_tf.zoo import cards as model_card
 from atamp_tf.zoo import manifest as zoo_manifest
 
@@ -215,8 +214,7 @@ def read_run_dir(run_dir, checkpoint="best", *, flagfile=""):
         if not os.path.isfile(path):
             raise ValueError(f"--run_dir: {path} does not exist; expected a run directory "
                              "written by python -m atamp_tf.train.")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
+    config = read_json(config_path, "--run_dir")
     flags_path = os.path.join(run_dir, "flags.cfg")
     lines = []
     if os.path.isfile(flags_path):
@@ -228,11 +226,7 @@ def read_run_dir(run_dir, checkpoint="best", *, flagfile=""):
 
 def read_report(path):
     """The evaluation report.json at path, checked to have the keys the manifest needs."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            report = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"--report: {path} does not exist.") from None
+    report = read_json(path, "--report")
     missing = [k for k in REPORT_KEYS if k not in report]
     if missing or "natural" not in report.get("accuracy", {}):
         raise ValueError(f"--report: {path} lacks {missing or ['accuracy.natural']}; expected "

@@ -15,6 +15,8 @@ import re
 import tempfile
 import urllib.parse
 
+from atamp_tf import rundir
+
 SCHEMA_VERSION = 1
 NORMS = ("linf", "l2")
 URL_SCHEMES = ("http", "https", "file")
@@ -305,13 +307,7 @@ def validate_manifest(obj):
 
 def read_manifest(path):
     """Reads and validates the manifest at path; ValueError names the file on any problem."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"zoo manifest {str(path)!r} does not exist.") from None
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"zoo manifest {str(path)!r} is not valid JSON: {e}.") from None
+    obj = rundir.read_json(path, "zoo manifest")
     try:
         validate_manifest(obj)
     except ManifestError as e:
