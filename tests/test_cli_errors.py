@@ -98,3 +98,23 @@ def test_bad_input_is_one_line_without_traceback(finished, module):
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and named in errors[0], err[-2000:]
+
+
+CLI_MODULES = ["atamp_tf.train.cli", "atamp_tf.evaluate.cli", "atamp_tf.evaluate.reference_cli",
+               "atamp_tf.export.cli", "atamp_tf.zoo.cli", "atamp_tf.tools.bench_cli",
+               "atamp_tf.tools.landscape_cli", "atamp_tf.tools.reproduction_cli",
+               "atamp_tf.tools.plot_cli"]
+
+
+def test_command_modules_load_without_tensorflow():
+    """--help and flag errors must not wait ~9 s for TensorFlow: no command module (nor what it
+    imports at the top) loads it; each is checked in a fresh interpreter, all at once."""
+    code = ("import importlib, sys; importlib.import_module(sys.argv[1]); "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules))")
+    procs = {m: subprocess.Popen([sys.executable, "-c", code, m], env=_env(), text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for m in CLI_MODULES}
+    for module, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        assert out.strip() == "[]", f"{module} imports {out.strip()} at load time"
