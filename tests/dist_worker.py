@@ -1,6 +1,7 @@
 """Subprocess body for tests/test_distribute.py: trains a tiny AMPModel under a strategy and
-saves the final weights. Run as: python dist_worker.py MODE OUT.npz [SCOPE]
-MODE: "mirrored" (two logical CPUs vs one device, same process) or "multi_worker" (TF_CONFIG).
+saves the final weights. Run as: python dist_worker.py MODE OUT.npz [SCOPES]
+MODE: "mirrored" (two logical CPUs vs one device, same process; for each of the comma-separated
+AMP scopes, keys prefixed "<scope>_") or "multi_worker" (TF_CONFIG).
 """
 import os
 import sys
@@ -10,7 +11,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 MODE, OUT = sys.argv[1], sys.argv[2]
-SCOPE = sys.argv[3] if len(sys.argv) > 3 else "tensor"
+SCOPES = sys.argv[3].split(",") if len(sys.argv) > 3 else ["tensor"]
 if MODE == "mirrored":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
@@ -38,10 +39,10 @@ def data():
     return x, y
 
 
-def train(strategy, batchnorm=False, epochs=1, warmup=0):
+def train(strategy, batchnorm=False, epochs=1, warmup=0, scope="tensor"):
     with strategy.scope():
         model = AMPModel(network(batchnorm), eps=0.1, step_size=0.03, attack_steps=3,
-                         random_start=False, delta=0.05, amp_scope=SCOPE, weight_decay=1e-3,
+                         random_start=False, delta=0.05, amp_scope=scope, weight_decay=1e-3,
                          amp_warmup_steps=warmup)
         model.compile(keras.optimizers.SGD(0.3, momentum=0.9))
     x, y = data()
@@ -55,23 +56,26 @@ def train(strategy, batchnorm=False, epochs=1, warmup=0):
     return model, hist.history["loss"]
 
 
+def flat(model):
+    return np.concatenate([w.numpy().ravel() for w in model.weights])
+
+
 if MODE == "mirrored":
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert mirrored.num_replicas_in_sync == 2
-    single, _ = train(tf.distribute.get_strategy())
-    multi, _ = train(mirrored)
-    bn_model, bn_loss = train(mirrored, batchnorm=True)
-    single_warm, _ = train(tf.distribute.get_strategy(), warmup=2)
-    multi_warm, _ = train(mirrored, warmup=2)
-    np.savez(OUT, single=np.concatenate([w.numpy().ravel() for w in single.network.weights]),
-             mirrored=np.concatenate([w.numpy().ravel() for w in multi.network.weights]),
-             initial=np.concatenate([w.numpy().ravel() for w in network().weights]),
-             bn_loss=np.array(bn_loss),
-             single_warm=np.concatenate([w.numpy().ravel() for w in single_warm.network.weights]),
-             mirrored_warm=np.concatenate([w.numpy().ravel() for w in multi_warm.network.weights]))
+    one_device = tf.distribute.get_strategy()
+    results = {"initial": flat(network())}
+    for scope in SCOPES:
+        _, bn_loss = train(mirrored, batchnorm=True, scope=scope)
+        results.update({
+            f"{scope}_single": flat(train(one_device, scope=scope)[0].network),
+            f"{scope}_mirrored": flat(train(mirrored, scope=scope)[0].network),
+            f"{scope}_bn_loss": np.array(bn_loss),
+            f"{scope}_single_warm": flat(train(one_device, warmup=2, scope=scope)[0].network),
+            f"{scope}_mirrored_warm": flat(train(mirrored, warmup=2, scope=scope)[0].network)})
+    np.savez(OUT, **results)
 else:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     model, loss = train(strategy, epochs=2)
-    np.savez(OUT, weights=np.concatenate([w.numpy().ravel() for w in model.network.weights]),
-             initial=np.concatenate([w.numpy().ravel() for w in network().weights]),
+    np.savez(OUT, weights=flat(model.network), initial=flat(network()),
              loss=np.array(loss), replicas=strategy.num_replicas_in_sync)
