@@ -34,8 +34,8 @@ _ATTACKS = flags.DEFINE_string(
     "attacks", None, "Comma list of attacks (default: Table 3's; `square` as well for ONNX). "
     "Known: " + ", ".join(a.name + ("" if a.norms == registry.NORMS else f" ({'/'.join(a.norms)})")
                           for a in registry.ATTACKS) + ".")
-_NORM = flags.DEFINE_string("norm", None, f"Threat model norm, {' or '.join(registry.NORMS)} "
-                            "(default: the run's, else linf).")
+_NORM = flags.DEFINE_enum("norm", None, list(registry.NORMS),
+                          "Threat model norm (default: the run's, else linf).")
 _EPS = flags.DEFINE_string("eps", None, "Radius, a number or a fraction such as 8/255 (default: "
                            "the run's, else 8/255 for linf and 128/255 for l2).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per attack batch.")

@@ -39,12 +39,16 @@ def main(argv):
     labels = f.labels or [os.path.basename(os.path.normpath(m)) for m in f.models]
     if len(labels) != len(f.models):
         raise ValueError("--labels needs one label per entry of --models")
+    alphas = np.linspace(-f.max_a, f.max_a, f.points)
+    on_grid = {round(float(a), 9) for a in alphas}
+    if not {round(f.radius, 9), round(-f.radius, 9)} <= on_grid:
+        raise ValueError(f"--radius: {f.radius} is not on the grid of a values "
+                         f"(np.linspace(-{f.max_a}, {f.max_a}, {f.points}))")
     for m in f.models:  # bad paths fail before TensorFlow loads
         checkpoints.checkpoint_path(m, f.checkpoint, "models")
     from atamp_tf import data  # pylint: disable=import-outside-toplevel  (TensorFlow)
     from atamp_tf.tools import landscape  # pylint: disable=import-outside-toplevel
 
-    alphas = np.linspace(-f.max_a, f.max_a, f.points)
     results = {}
     loaded = [checkpoints.load_network(m, f.checkpoint, "models") for m in f.models]
     config = loaded[0][1]
