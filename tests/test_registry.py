@@ -120,3 +120,8 @@ def test_one_list_of_norms():
     assert tuple(zoo_manifest.NORMS) == registry.NORMS  # the zoo's schema, kept TF-free
     assert set(registry.NORM_LABELS) == set(registry.NORMS)
     assert np.all([registry.table3_attacks(norm)[0] == "natural" for norm in registry.NORMS])
+
+
+def test_headline_attacks_are_registered_strongest_first():
+    assert all(registry.get(name) for name in registry.HEADLINE)
+    assert registry.HEADLINE[0] == "autoattack"

@@ -88,6 +88,8 @@ ATTACKS = (
 )
 NEXT_STREAM = 11  # the id the next new attack takes (then increment this)
 _BY_NAME = {attack.name: attack for attack in ATTACKS}
+# The attacks a one-number summary (the zoo's listing) reports, strongest first.
+HEADLINE = ("autoattack", "pgd100", "pgd20")
 
 
 def get(name):

@@ -9,6 +9,7 @@ import json
 from absl import app, flags, logging
 
 from atamp_tf import cli, zoo
+from atamp_tf.attacks import registry
 
 _MANIFEST = flags.DEFINE_string("manifest", None, "Zoo manifest JSON (default: "
                                 "$ATAMP_TF_ZOO_MANIFEST, else the package's "
@@ -36,8 +37,7 @@ def format_table(entries):
     lines = [f"{'name':40s} {'dataset':10s} {'threat':14s} {'arch':22s} natural  robust"]
     for e in entries:
         acc = e["metrics"]["accuracy"]
-        robust_name = next((k for k in ("autoattack", "pgd100", "pgd20") if acc.get(k) is not None),
-                           None)
+        robust_name = next((k for k in registry.HEADLINE if acc.get(k) is not None), None)
         robust = f"{acc[robust_name]:.4f} ({robust_name})" if robust_name else "-"
         threat = f"{e['threat_model']['norm']} {e['threat_model']['eps']:.4g}"
         lines.append(f"{e['name']:40s} {e['dataset']:10s} {threat:14s} "
