@@ -224,3 +224,62 @@ def test_package_zoo_refuses_a_bundled_file_above_the_size_rule(tmp_path):
         export._check_bundle_rule(package, [("models/small.onnx", small), ("models/big.onnx", big)])
     export._check_bundle_rule(package, [("https://host/zoo/big.onnx", big)])
     export._check_bundle_rule(tmp_path / "zoo/manifest.json", [("models/big.onnx", big)])
+
+
+SUMMARY = {"epochs_done": 40, "train_seconds": 7200.04, "selected_on": "holdout",
+           "best": {"epoch": 31}, "last": {"epoch": 40}}
+
+
+def test_budget_from_run_records_the_selection_and_refuses_a_test_selected_best():
+    config = {"attack_steps": 10}
+    assert export.budget_from_run(config, SUMMARY, "best") == {
+        "epochs": 40, "attack_steps": 10, "train_seconds": 7200.0, "checkpoint": "best",
+        "epoch": 31, "selected_on": "holdout"}
+    last = export.budget_from_run(config, SUMMARY, "last")
+    assert (last["epoch"], last["selected_on"]) == (40, "last")
+    on_test = dict(SUMMARY, selected_on="test")
+    with pytest.raises(export.ExportError, match="best epoch on the test set"):
+        export.budget_from_run(config, on_test, "best")
+    assert export.budget_from_run(config, on_test, "last")["epoch"] == 40
+
+
+def test_export_from_a_run_with_a_summary_records_its_budget_on_entry_and_card(
+        model, examples, tmp_path):
+    x, y = examples
+    report = zoo_helpers.make_report(model, x, y)
+    run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
+    with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(SUMMARY, f)
+    published = os.path.join(REPO, "docs", "zoo", "mnist_linf_published.csv")
+    entry = _export_run(run_dir, tmp_path, report,
+                        compared_with=export.read_compared_with(published))
+    assert entry["training"]["budget"]["selected_on"] == "holdout"
+    assert entry["compared_with"]["rows"][0]["autoattack"] == 0.885
+    zoo_manifest.read_manifest(tmp_path / "zoo/manifest.json")  # validates the new fields
+    card = (tmp_path / "zoo/cards/digits-linf-tiny.md").read_text()
+    assert "- Training budget: 40 epochs, 10-step attack per batch, 2.00 h" in card
+    assert "`best` = epoch 31, the epoch with the best held-out robust accuracy" in card
+    assert "## Compared with" in card and "| 98.53% | 89.62% | 88.50% |" in card
+    assert "| **this model** (" in card
+    with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(dict(SUMMARY, selected_on="test"), f)
+    with pytest.raises(export.ExportError, match="test set"):
+        export.read_run_dir(run_dir, "best")
+
+
+def test_compared_with_csv_errors_name_the_flag_and_the_schema_checks_rows(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,natural,autoattack,source\nm,98,88,s\n")
+    with pytest.raises(ValueError, match="--compared_with: .*expected a header"):
+        export.read_compared_with(bad)
+    bad.write_text("model,natural,reported,autoattack,source\nm,98,,88,a\nn,97,90,abc,a\n")
+    with pytest.raises(ValueError, match="autoattack 'abc' is not a percentage"):
+        export.read_compared_with(bad)
+    with pytest.raises(ValueError, match="does not exist"):
+        export.read_compared_with(tmp_path / "missing.csv")
+    compared = export.read_compared_with(os.path.join(REPO, "docs/zoo/mnist_linf_published.csv"))
+    assert [r["natural"] for r in compared["rows"]] == [0.9853, 0.9948, 0.985]
+    checker = zoo_manifest._Checker("entry")  # pylint: disable=protected-access
+    percent = {"compared_with": {"source": "s", "rows": [dict(compared["rows"][0], natural=98.5)]}}
+    with pytest.raises(zoo_manifest.ManifestError, match=r"compared_with.rows\[0\].natural"):
+        zoo_manifest._check_compared_with(checker, percent)  # pylint: disable=protected-access

@@ -8,6 +8,7 @@ ParityError unless they agree. `export_to_zoo` adds the model card and manifest 
 metrics taken from an evaluation report.json. Command line: `python -m atamp_tf.export`
 (flags in atamp_tf.export.cli).
 """
+import csv
 import dataclasses
 import datetime
 import math
@@ -19,6 +20,7 @@ import urllib.parse
 
 import numpy as np
 
+from atamp_tf import rundir
 from atamp_tf.checkpoints import PARITY_ATOL, load_keras_model, onnx_session
 from atamp_tf.rundir import atomic_write_text, read_json, sha256_file
 from atamp_tf.zoo import cards as model_card
@@ -178,6 +180,7 @@ class ModelMeta:
     amp: dict
     flagfile: str = ""
     flags: tuple = ()
+    budget: dict | None = None  # manifest training.budget (budget_from_run), when known
 
 
 _AMP_KEYS = {"delta": ("amp_delta", "delta"), "xi": ("amp_xi", "xi"),
@@ -204,6 +207,22 @@ def meta_from_run_config(config, flag_lines=(), *, flagfile="", where="run_confi
         flagfile=str(config.get("flagfile") or flagfile), flags=tuple(flag_lines))
 
 
+def budget_from_run(config, summary, checkpoint):
+    """training.budget of a run's checkpoint: epochs trained, training attack steps, training
+    seconds, and how the checkpoint was chosen ("holdout": the best epoch on held-out training
+    images; "test": the best on the test subset; "last": the last epoch). ExportError for a
+    best-epoch checkpoint chosen on the test set: a deployed model is never selected there."""
+    selected = summary.get("selected_on", "test") if checkpoint == "best" else "last"
+    if selected == "test":
+        raise ExportError("--checkpoint=best: this run picked its best epoch on the test set "
+                          "(no --holdout_examples), so the test numbers would be optimistic; "
+                          "export --checkpoint=last, or train with --holdout_examples.")
+    return {"epochs": int(summary["epochs_done"]), "attack_steps": int(config["attack_steps"]),
+            "train_seconds": round(float(summary["train_seconds"]), 1),
+            "checkpoint": checkpoint, "epoch": int(summary[checkpoint]["epoch"]),
+            "selected_on": selected}
+
+
 def read_run_dir(run_dir, checkpoint="best", *, flagfile=""):
     """(checkpoints/<checkpoint>.keras path, ModelMeta, run_config dict) of a run directory."""
     if checkpoint not in ("best", "last"):
@@ -221,6 +240,10 @@ def read_run_dir(run_dir, checkpoint="best", *, flagfile=""):
         with open(flags_path, encoding="utf-8") as f:
             lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
     meta = meta_from_run_config(config, lines, flagfile=flagfile, where=config_path)
+    summary_path = rundir.RunPaths(run_dir).summary
+    if os.path.isfile(summary_path):
+        budget = budget_from_run(config, read_json(summary_path, "--run_dir"), checkpoint)
+        meta = dataclasses.replace(meta, budget=budget)
     return keras_path, meta, config
 
 
@@ -271,11 +294,41 @@ def _url_for(path, manifest_path, base_url):
         os.sep, "/")
 
 
+def read_compared_with(path):
+    """compared_with from a CSV of published results: columns model, natural, reported,
+    autoattack (percentages; reported may be empty) and source (one value for every row)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#"))]
+    except FileNotFoundError:
+        raise ValueError(f"--compared_with: {path} does not exist.") from None
+    columns = ("model", "natural", "reported", "autoattack", "source")
+    if not rows or any(set(r) != set(columns) for r in rows):
+        raise ValueError(f"--compared_with: {path}: expected a header {','.join(columns)} and "
+                         "at least one row.")
+    sources = {r["source"] for r in rows}
+    if len(sources) != 1:
+        raise ValueError(f"--compared_with: {path}: one source for every row, got {sources}.")
+
+    def fraction(text, column, row):
+        try:
+            return round(float(text) / 100, 6)
+        except ValueError:
+            raise ValueError(f"--compared_with: {path}: row {row!r}: {column} {text!r} is not "
+                             "a percentage.") from None
+    return {"source": sources.pop(), "rows": [
+        {"model": r["model"], "natural": fraction(r["natural"], "natural", r["model"]),
+         "reported": (fraction(r["reported"], "reported", r["model"]) if r["reported"].strip()
+                      else None),
+         "autoattack": fraction(r["autoattack"], "autoattack", r["model"])} for r in rows]}
+
+
 def make_entry(name, meta, metrics, *, onnx_path, url, card, hwc, num_classes, parity, licence,
-               created, code_version, keras=None, notes=""):
+               created, code_version, keras=None, notes="", compared_with=None):
     """A manifest entry (schema in atamp_tf/zoo/README.md); keras is (url, sha256) or None.
 
     notes: free text for the card's Scope section; stored (stripped) only when non-blank.
+    compared_with: published results for the card (read_compared_with), or None.
     """
     entry = {
         "name": name,
@@ -300,6 +353,10 @@ def make_entry(name, meta, metrics, *, onnx_path, url, card, hwc, num_classes, p
         entry["keras_url"], entry["keras_sha256"] = keras
     if notes and notes.strip():
         entry["notes"] = notes.strip()
+    if meta.budget is not None:
+        entry["training"]["budget"] = dict(meta.budget)
+    if compared_with is not None:
+        entry["compared_with"] = compared_with
     return entry
 
 
@@ -359,7 +416,7 @@ def keep_previous_file(entry, onnx_path):
 def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, manifest_path,
                   base_url="", include_keras=False, licence="MIT", created=None,
                   code_version=None, opset=DEFAULT_OPSET, atol=DEFAULT_ATOL, batch_size=256,
-                  notes=""):
+                  notes="", compared_with=None):
     """Exports keras_path to <out_dir>/<name>.onnx, writes its card and manifest entry.
 
     notes: optional free text (e.g. "Reduced-scale model: ..."), recorded as the entry's
@@ -402,7 +459,8 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
             card=_url_for(card_path, manifest_path, ""), hwc=_input_hwc(model),
             num_classes=model.outputs[0].shape[-1], parity=parity, licence=licence,
             created=created or datetime.date.today().isoformat(),
-            code_version=code_version or git_code_version(), keras=keras, notes=notes)
+            code_version=code_version or git_code_version(), keras=keras, notes=notes,
+            compared_with=compared_with)
         _check_bundle_rule(manifest_path, [(entry["file"]["url"], staged)] + (
             [(keras[0], written[-1])] if keras else []))
         zoo_manifest.validate_entry(entry, where=f"new entry for {onnx_path}")

@@ -37,6 +37,10 @@ _INCLUDE_KERAS = flags.DEFINE_bool("include_keras", False, "Also publish the .ke
 _LICENCE = flags.DEFINE_string("licence", "MIT", "Licence of the published weights.")
 _CREATED = flags.DEFINE_string("created", None, "Creation date YYYY-MM-DD (default today).")
 _CODE_VERSION = flags.DEFINE_string("code_version", None, "Default: git HEAD of this checkout.")
+_COMPARED_WITH = flags.DEFINE_string(
+    "compared_with", None, "CSV of published results for the card's 'Compared with' section "
+    "(columns model,natural,reported,autoattack,source; percentages; e.g. "
+    "docs/zoo/mnist_linf_published.csv).")
 _NOTES = flags.DEFINE_string("notes", "", "Free-text notes on the model's scope (e.g. "
                              "'Reduced-scale model: ...'), recorded as the entry's notes and "
                              "shown as the card's Scope section; omitted when empty.")
@@ -116,6 +120,8 @@ def _export():
         raise app.UsageError("--report: required with --keras_model, or when --run_dir has no "
                              "eval/report.json (python -m atamp_tf.evaluate writes it).")
     report = export.read_report(report_path)
+    compared_with = (export.read_compared_with(_COMPARED_WITH.value)
+                     if _COMPARED_WITH.value else None)
     from atamp_tf import data  # pylint: disable=import-outside-toplevel
 
     x, y = data.load_arrays(meta.dataset, report["split"], num_examples=report["num_examples"],
@@ -129,7 +135,8 @@ def _export():
         out_dir=_OUT_DIR.value, card_dir=_CARD_DIR.value, manifest_path=_MANIFEST.value,
         base_url=_BASE_URL.value, include_keras=_INCLUDE_KERAS.value, licence=_LICENCE.value,
         created=_CREATED.value, code_version=_CODE_VERSION.value, opset=_OPSET.value,
-        atol=_ATOL.value, batch_size=_BATCH_SIZE.value, notes=_NOTES.value)
+        atol=_ATOL.value, batch_size=_BATCH_SIZE.value, notes=_NOTES.value,
+        compared_with=compared_with)
     print(f"exported {entry['name']}: {entry['file']['url']} ({entry['file']['size']} bytes, "
           f"sha256 {entry['file']['sha256']}); parity max |diff| "
           f"{entry['parity']['max_abs_diff']:.2e} on {entry['parity']['num_examples']} examples; "

@@ -53,6 +53,39 @@ Newest first; each is still loadable with `zoo.load("{entry['name']}", revision=
 """ + "\n".join(rows) + "\n")
 
 
+def _compared_with(entry):
+    """The card's 'Compared with' section: the published rows beside this entry's own."""
+    compared = entry.get("compared_with")
+    if not compared:
+        return ""
+    accuracy = entry["metrics"]["accuracy"]
+    rows = [f"| {r['model']} | {_fraction(r['natural'])} | "
+            f"{'-' if r['reported'] is None else _fraction(r['reported'])} | "
+            f"{_fraction(r['autoattack'])} |" for r in compared["rows"]]
+    rows.append(f"| **this model** ({entry['metrics']['examples']}) | "
+                f"{_fraction(accuracy['natural'])} | - | {_fraction(accuracy.get('autoattack'))} |")
+    return ("\n## Compared with\nPublished results under the same threat model (source: "
+            f"{compared['source']}), beside this model's own from the table above:\n\n"
+            "| model | natural | reported robust | AutoAttack |\n| --- | --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
+
+
+def _budget(training):
+    """The card's training-budget lines: what the checkpoint cost and how it was chosen."""
+    budget = training.get("budget")
+    if not budget:
+        return "- Training budget and checkpoint selection: not recorded\n"
+    rule = {"holdout": "the epoch with the best held-out robust accuracy (PGD on training "
+                       "images held out from training; the test set was not used to choose)",
+            "test": "the epoch with the best robust accuracy on a test subset",
+            "last": "the last epoch"}[budget["selected_on"]]
+    return (f"- Training budget: {budget['epochs']} epochs, {budget['attack_steps']}-step "
+            f"attack per batch, {budget['train_seconds'] / 3600:.2f} h of training (the run's "
+            "wall time)\n"
+            f"- Published checkpoint: `{budget['checkpoint']}` = epoch {budget['epoch']}, "
+            f"{rule}\n")
+
+
 def render_card(entry):
     """Markdown model card of a (validated) manifest entry."""
     threat, arch, training = entry["threat_model"], entry["architecture"], entry["training"]
@@ -92,11 +125,11 @@ Evaluated on {metrics['examples']} ({metrics['num_examples']} examples of the
 {_metrics_table(metrics)}
 
 Worst case per example: {_worst_case(worst)}.
-
+{_compared_with(entry)}
 ## Model
 - Architecture: {arch['arch']}{f' ({sizes})' if sizes else ''}
 - Training: {training['method']} {amp_text}
-- Flagfile: `{training['flagfile'] or 'not recorded'}`; the run's flags:
+{_budget(training)}- Flagfile: `{training['flagfile'] or 'not recorded'}`; the run's flags:
 ```
 {flags_text}
 ```

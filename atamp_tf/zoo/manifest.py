@@ -25,7 +25,12 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 _ENTRY_REQUIRED = ("name", "dataset", "threat_model", "architecture", "training", "metrics",
                    "file", "input", "output", "licence", "created", "code_version", "card")
-_ENTRY_OPTIONAL = ("keras_url", "keras_sha256", "parity", "notes", "previous_versions")
+_ENTRY_OPTIONAL = ("keras_url", "keras_sha256", "parity", "notes", "previous_versions",
+                   "compared_with")
+# What a published checkpoint cost and how it was chosen (training.budget, from the run).
+_BUDGET_FIELDS = ("epochs", "attack_steps", "train_seconds", "checkpoint", "epoch",
+                  "selected_on")
+SELECTION_RULES = ("holdout", "test", "last")
 # A previous version keeps what differs from one export of a name to the next.
 _VERSION_REQUIRED = ("file", "metrics", "created", "code_version")
 _VERSION_OPTIONAL = ("parity",)
@@ -152,6 +157,38 @@ def _check_training(c, entry):
     flag_lines = c.get(training, "training.flags", "flags")
     if not isinstance(flag_lines, list) or not all(isinstance(f, str) for f in flag_lines):
         c.fail("training.flags", "a list of strings (the run's flags.cfg lines)", flag_lines)
+    if "budget" in training:
+        _check_budget(c, c.obj(training, "training.budget", "budget"))
+
+
+def _check_budget(c, budget):
+    unknown = sorted(set(budget) - set(_BUDGET_FIELDS))
+    if unknown:
+        c.fail("training.budget", f"only the fields {list(_BUDGET_FIELDS)}", unknown)
+    c.integer(budget, "training.budget.epochs", "epochs", low=1)
+    c.integer(budget, "training.budget.attack_steps", "attack_steps", low=0)
+    c.number(budget, "training.budget.train_seconds", "train_seconds", low=0)
+    c.string(budget, "training.budget.checkpoint", "checkpoint", choices=("best", "last"))
+    c.integer(budget, "training.budget.epoch", "epoch", low=1)
+    c.string(budget, "training.budget.selected_on", "selected_on", choices=SELECTION_RULES)
+
+
+def _check_compared_with(c, entry):
+    """Published results the card puts beside the entry's own: a source and rows of
+    {model, natural, reported, autoattack} (accuracies as fractions; reported may be null)."""
+    compared = c.obj(entry, "compared_with", "compared_with")
+    c.string(compared, "compared_with.source", "source")
+    rows = c.get(compared, "compared_with.rows", "rows")
+    if not isinstance(rows, list) or not rows:
+        c.fail("compared_with.rows", "a non-empty list", rows)
+    for i, row in enumerate(rows):
+        field = f"compared_with.rows[{i}]"
+        if not isinstance(row, dict) or set(row) != {"model", "natural", "reported", "autoattack"}:
+            c.fail(field, "an object with model, natural, reported, autoattack", row)
+        c.string(row, f"{field}.model", "model")
+        for key in ("natural", "reported", "autoattack"):
+            if not (key == "reported" and row[key] is None):
+                c.number(row, f"{field}.{key}", key, low=0, high=1)
 
 
 def _check_metrics(c, entry):
@@ -280,6 +317,8 @@ def validate_entry(entry, where="manifest entry"):
     _check_io(c, entry)
     _check_provenance(c, entry)
     _check_previous_versions(c, entry)
+    if "compared_with" in entry:
+        _check_compared_with(c, entry)
 
 
 def validate_manifest(obj):
