@@ -324,10 +324,13 @@ def test_unmasked_model_passes_every_check(model, test_data):
 
 def test_accuracy_checks_flag_wrong_orderings():
     n = 1000
-    good = {"natural": 0.9, "fgsm": 0.6, "pgd20": 0.5, "pgd100": 0.49, "cw_inf": 0.48,
+    good = {"natural": 0.9, "fgsm": 0.6, "pgd20": 0.5, "pgd100": 0.495, "cw_inf": 0.48,
             "spsa": 0.6, "autoattack": 0.45}
     assert all(c.passed for c in sanity.check_accuracies(good, n))
-    for change, name in [({"pgd100": 0.55}, "order:pgd100<=pgd20"),
+    names = [c.name for c in sanity.check_accuracies(good, n)]
+    assert "converged:pgd100~pgd20" in names and "order:pgd100<=pgd20" not in names
+    for change, name in [({"pgd100": 0.45}, "converged:pgd100~pgd20"),
+                         ({"pgd20": 0.65}, "order:pgd20<=fgsm"),
                          ({"fgsm": 0.95}, "not_above_natural:fgsm"),
                          ({"autoattack": 0.5}, "order:autoattack<=cw_inf"),
                          ({"spsa": 0.3}, "gradient_masking:spsa")]:

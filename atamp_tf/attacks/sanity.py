@@ -4,8 +4,11 @@ robustness"; AutoAttack's own checks), run on every report.
 - every adversarial example lies in the eps-ball around its input and in [0, 1], measured on
   the arrays the attacks returned;
 - no attack leaves accuracy above natural accuracy;
-- a stronger attack is never weaker than the attack it extends (PGD-100 <= PGD-20 <= FGSM;
-  the AutoAttack ensemble <= every white-box attack);
+- a stronger attack is never weaker than the attack it extends (PGD-20 <= FGSM; the
+  AutoAttack ensemble <= every white-box attack);
+- the iterative attack has converged: PGD-100, which continues PGD-20 from the same start,
+  fools at most `tolerance(n)` more examples (if it fools many more, more steps or restarts
+  would likely lower robust accuracy further, and the reported number is not a bound);
 - black-box attacks (SPSA, Square) are not clearly stronger than the best white-box attack:
   if they are, the gradients the white-box attacks follow are likely masked.
 - the model itself, as the reference AutoAttack's checks.py does (`check_model`): two
@@ -30,6 +33,7 @@ WHITE_BOX = registry.names(kind="white_box")
 BLACK_BOX = registry.names(kind="black_box")
 # (stronger, weaker): the stronger attack's accuracy must not exceed the weaker one's.
 ORDER = registry.strength_order()
+CONVERGENCE = registry.convergence_pairs()  # (longer, shorter): must agree within tolerance
 BANNER = "!" * 72
 
 
@@ -89,6 +93,15 @@ def check_accuracies(accuracy, n):
                 f"order:{stronger}<={weaker}", accuracy[stronger] <= accuracy[weaker] + tol,
                 f"{stronger} {accuracy[stronger]:.4f} vs {weaker} {accuracy[weaker]:.4f} "
                 f"(tolerance {tol:.4f})"))
+    for longer, shorter in CONVERGENCE:
+        if longer in accuracy and shorter in accuracy:
+            gain = accuracy[shorter] - accuracy[longer]
+            checks.append(Check(
+                f"converged:{longer}~{shorter}", gain <= tol,
+                f"{longer} {accuracy[longer]:.4f} vs {shorter} {accuracy[shorter]:.4f}: the "
+                f"extra steps fooled {gain:.4f} more (tolerance {tol:.4f})"
+                + ("" if gain <= tol else "; not converged: more steps or restarts would "
+                   "likely lower robust accuracy further")))
     white = {name: accuracy[name] for name in WHITE_BOX if name in accuracy}
     if white:
         best_name = min(white, key=white.get)
