@@ -70,9 +70,37 @@ def _check_report_files(out_dir, n):
     per_example = np.load(os.path.join(out_dir, "per_example.npz"))
     robust = np.logical_and.reduce([per_example[f"correct_{k}"] for k in report["accuracy"]])
     assert report["worst_case"]["num_robust"] == int(robust.sum())
+    with open(os.path.join(out_dir, "leaderboard.json"), encoding="utf-8") as f:
+        leaderboard = json.load(f)
+    assert leaderboard["clean_acc"] == f"{100 * report['accuracy']['natural']:.2f}"
+    assert leaderboard["n_examples"] == n and leaderboard["examples"]["indices"] == f"0-{n - 1}"
     with open(os.path.join(out_dir, "report.md"), encoding="utf-8") as f:
         markdown = f.read()
     return report, markdown
+
+
+def _report(aa_version="standard", aa=0.40):
+    attacks = {"autoattack": {"settings": {"version": aa_version}}} if aa_version else {}
+    accuracy = {"natural": 0.9, "pgd20": 0.45, **({"autoattack": aa} if aa_version else {})}
+    return {"model_name": "m", "dataset": "cifar10", "split": "test", "num_examples": 1000,
+            "threat_model": {"norm": "linf", "eps": 8 / 255, "eps_text": "8/255"},
+            "accuracy": accuracy, "attacks": attacks}
+
+
+def test_leaderboard_entry_has_robustbench_fields_and_only_a_standard_autoattack():
+    config = {"arch": "preact_resnet18", "width": 16, "method": "at"}
+    entry = evaluate.leaderboard_entry(_report(), config)
+    assert {"link", "name", "authors", "additional_data", "number_forward_passes", "dataset",
+            "venue", "architecture", "eps", "clean_acc", "reported", "autoattack_acc"} <= set(entry)
+    assert (entry["clean_acc"], entry["autoattack_acc"], entry["eps"]) == ("90.00", "40.00",
+                                                                         "8/255")
+    assert entry["threat_model"] == "Linf" and entry["architecture"] == "preact_resnet18-w16"
+    assert entry["additional_data"] is False and entry["examples"]["indices"] == "0-999"
+    assert evaluate.leaderboard_entry(_report(), dict(config, method="rst"))["additional_data"]
+    custom = evaluate.leaderboard_entry(_report("custom"), config)
+    assert "autoattack_acc" not in custom and "'custom'" in custom["footnote"]
+    none = evaluate.leaderboard_entry(_report(None), {})
+    assert "autoattack_acc" not in none and none["architecture"] == "unknown"
 
 
 def test_cli_on_a_keras_file(saved, tmp_path):

@@ -8,7 +8,8 @@ an exported `.onnx` file. An ONNX model answers natural accuracy and the gradien
 (SPSA, Square) through onnxruntime; the white-box attacks and AutoAttack need gradients, so
 they run on the `.keras` checkpoint it was exported from (--keras_model) or are skipped, and
 the report says so. Writes report.json (settings, accuracy per attack, worst case per example,
-sanity checks), report.md (the Table 3 row) and per_example.npz (correctness per attack).
+sanity checks), report.md (the Table 3 row), per_example.npz (correctness per attack) and
+leaderboard.json (the fields of a RobustBench model_info file; leaderboard_entry).
 The flags live in atamp_tf.evaluate.cli, so importing this module defines no absl flags.
 The package `atamp_tf.evaluate` re-exports this module's names on first use.
 """
@@ -345,11 +346,56 @@ def markdown_report(report):
     return "\n".join(lines) + "\n"
 
 
-def write_report(report, output_dir):
-    """Writes report.json, report.md and per_example.npz into output_dir; returns their paths."""
+ADDITIONAL_DATA_METHODS = ("rst", "pretrain")  # unlabeled data (RST) or a pre-trained network
+
+
+def _architecture(config):
+    """RobustBench-style architecture name from a run config, e.g. preact_resnet18-w16."""
+    if not config.get("arch"):
+        return "unknown"
+    sizes = "".join(f"-{k[0]}{config[k]}" for k in ("depth", "width") if config.get(k))
+    return f"{config['arch']}{sizes}"
+
+
+def leaderboard_entry(report, run_config=None):
+    """The fields of a RobustBench model_info file (robustbench's README) for this report, plus
+    the threat model and the exact examples; autoattack_acc only for the standard version (a
+    reduced AutoAttack is not what a leaderboard ranks, so it is left out and said why)."""
+    config = run_config or {}
+    accuracy, threat = report["accuracy"], report["threat_model"]
+    aa = report.get("attacks", {}).get("autoattack", {})
+    version = aa.get("settings", {}).get("version")
+    entry = {
+        "link": "", "name": report.get("model_name", ""), "authors": "", "venue": "",
+        "additional_data": config.get("method") in ADDITIONAL_DATA_METHODS,
+        "number_forward_passes": 1,
+        "dataset": report["dataset"],
+        "threat_model": {"linf": "Linf", "l2": "L2"}[threat["norm"]],
+        "architecture": _architecture(config),
+        "eps": threat.get("eps_text") or f"{threat['eps']:g}",
+        "clean_acc": f"{100 * accuracy['natural']:.2f}",
+        "reported": "",
+        "n_examples": report["num_examples"],
+        "examples": {"split": report["split"], "indices": f"0-{report['num_examples'] - 1}",
+                     "order": "the split's canonical order (tensorflow-datasets order; the "
+                              "official file order for the local .npz arrays)"},
+    }
+    if accuracy.get("autoattack") is not None and version == "standard":
+        entry["autoattack_acc"] = f"{100 * accuracy['autoattack']:.2f}"
+    else:
+        entry["footnote"] = ("no standard AutoAttack in this evaluation" if version is None else
+                             f"AutoAttack ran as version {version!r}, not the standard one: "
+                             "no autoattack_acc")
+    return entry
+
+
+def write_report(report, output_dir, run_config=None):
+    """Writes report.json, report.md, leaderboard.json (leaderboard_entry) and
+    per_example.npz into output_dir; returns their paths."""
     os.makedirs(output_dir, exist_ok=True)
     paths = {"json": os.path.join(output_dir, "report.json"),
-             "md": os.path.join(output_dir, "report.md")}
+             "md": os.path.join(output_dir, "report.md"),
+             "leaderboard": os.path.join(output_dir, "leaderboard.json")}
     correct = report.get("per_example")
     if isinstance(correct, dict):
         paths["npz"] = os.path.join(output_dir, "per_example.npz")
@@ -360,6 +406,7 @@ def write_report(report, output_dir):
                                             "classified correctly at the attack's output"}
     rundir.atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
     rundir.atomic_write_text(paths["md"], markdown_report(report))
+    rundir.atomic_write_json(paths["leaderboard"], leaderboard_entry(report, run_config))
     return paths
 
 
@@ -414,7 +461,7 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
     if output_dir is None:
         output_dir = (rundir.RunPaths(source.path).eval if source.kind == "run_dir"
                       else os.path.splitext(source.path)[0] + "_eval")
-    paths = write_report(report, output_dir)
+    paths = write_report(report, output_dir, run_config=config)
     logging.info("wrote %s", ", ".join(paths.values()))
     return report
 
