@@ -214,6 +214,7 @@ def test_parse_attacks():
     ({"num_examples": 0}, "--num_examples must be"),
     ({"settings": {"spsa_samples": 255}}, "--spsa_samples"),
     ({"settings": {"pgd_step_size": -0.01}}, "--pgd_step_size"),
+    ({"settings": {"autoattack_batch_size": 0}}, "--autoattack_batch_size"),
 ])
 def test_bad_arguments_raise_errors_naming_the_flag(saved, tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):
@@ -250,11 +251,13 @@ def test_bad_model_paths(saved, tmp_path):
 def test_autoattack_components_subset_runs_only_those_and_says_so(saved):
     """--autoattack_components: a subset runs in order and the report names what ran."""
     x, y = _first(40)
-    settings = suite.SuiteSettings(autoattack_components=("apgd-ce",), autoattack_iters=5)
+    settings = suite.SuiteSettings(autoattack_components=("apgd-ce",), autoattack_iters=5,
+                                   autoattack_batch_size=16)
     report = evaluate.evaluate_model(x, y, norm="linf", eps=0.1, attacks="autoattack",
                                      keras_model=saved["model"], settings=settings,
                                      verbose=False)
     attack = report["attacks"]["autoattack"]
+    assert attack["autoattack_settings"]["batch_size"] == 16  # its own, not the suite's 128
     assert attack["autoattack_settings"]["components"] == ["apgd-ce"]
     assert attack["settings"]["components"] == ["apgd-ce"]
     assert set(attack["accuracy_after"]) == {"clean", "apgd-ce"}

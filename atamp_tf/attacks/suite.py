@@ -54,6 +54,7 @@ class SuiteSettings:
     autoattack_components: tuple = _AUTOATTACK["components"]  # empty: all four, the standard
     autoattack_iters: int = _AUTOATTACK["n_iter"]
     square_queries: int = _AUTOATTACK["n_queries"]
+    autoattack_batch_size: int | None = None  # None: the evaluation's batch size
 
     def __post_init__(self):
         def check(field, **kwargs):
@@ -68,6 +69,8 @@ class SuiteSettings:
             check("spsa_max_batch", low=1, whole=True)
         check("autoattack_iters", low=1, whole=True)
         check("square_queries", low=1, whole=True)
+        if self.autoattack_batch_size is not None:
+            check("autoattack_batch_size", low=1, whole=True)
 
 
 def attack_settings(name, *, norm, eps, settings=SuiteSettings()):

@@ -67,6 +67,10 @@ _AA_ITERS = flags.DEFINE_integer("autoattack_iters", _AUTOATTACK["n_iter"],
                                  "APGD / FAB iterations.")
 _SQUARE_QUERIES = flags.DEFINE_integer("square_queries", _AUTOATTACK["n_queries"],
                                        "Square attack queries.")
+_AA_BATCH_SIZE = flags.DEFINE_integer(
+    "autoattack_batch_size", None, "Examples per AutoAttack / Square batch (default: "
+    "--batch_size). Larger is faster on a GPU; the random draws are keyed by batch, so a few "
+    "borderline examples may fall the other way.")
 
 
 def settings_from_flags():
@@ -81,7 +85,8 @@ def settings_from_flags():
         spsa_delta=_SPSA_DELTA.value, spsa_learning_rate=_SPSA_LR.value,
         spsa_max_batch=_SPSA_MAX_BATCH.value, autoattack_version=_AA_VERSION.value,
         autoattack_components=tuple(_AA_COMPONENTS.value),
-        autoattack_iters=_AA_ITERS.value, square_queries=_SQUARE_QUERIES.value)
+        autoattack_iters=_AA_ITERS.value, square_queries=_SQUARE_QUERIES.value,
+        autoattack_batch_size=_AA_BATCH_SIZE.value)
 
 
 def main(argv):

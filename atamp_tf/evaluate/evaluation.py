@@ -130,7 +130,8 @@ def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_s
     on_keras = target.name == "keras"
     result = aa.autoattack(
         target.model if on_keras else None, x, y, norm=norm, eps=eps, num_classes=num_classes,
-        seed=seed, version=settings.autoattack_version, batch_size=batch_size,
+        seed=seed, version=settings.autoattack_version,
+        batch_size=settings.autoattack_batch_size or batch_size,
         components=("square",) if name == "square" else
         (tuple(settings.autoattack_components) or None),
         n_iter=settings.autoattack_iters, n_queries=settings.square_queries,
