@@ -241,6 +241,9 @@ def test_budget_from_run_records_the_selection_and_refuses_a_test_selected_best(
     with pytest.raises(export.ExportError, match="best epoch on the test set"):
         export.budget_from_run(config, on_test, "best")
     assert export.budget_from_run(config, on_test, "last")["epoch"] == 40
+    with pytest.raises(ValueError, match="summary.json lacks \\['train_seconds'\\]"):
+        export.budget_from_run(config, {k: v for k, v in SUMMARY.items()
+                                        if k != "train_seconds"}, "best")
 
 
 def test_export_from_a_run_with_a_summary_records_its_budget_on_entry_and_card(

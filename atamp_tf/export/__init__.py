@@ -217,6 +217,10 @@ def budget_from_run(config, summary, checkpoint):
         raise ExportError("--checkpoint=best: this run picked its best epoch on the test set "
                           "(no --holdout_examples), so the test numbers would be optimistic; "
                           "export --checkpoint=last, or train with --holdout_examples.")
+    missing = [k for k in ("epochs_done", "train_seconds", checkpoint) if k not in summary]
+    if missing or "attack_steps" not in config:
+        raise ValueError(f"--run_dir: summary.json lacks {missing or ['run_config attack_steps']}"
+                         "; expected a run written by python -m atamp_tf.train.")
     return {"epochs": int(summary["epochs_done"]), "attack_steps": int(config["attack_steps"]),
             "train_seconds": round(float(summary["train_seconds"]), 1),
             "checkpoint": checkpoint, "epoch": int(summary[checkpoint]["epoch"]),
