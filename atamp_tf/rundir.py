@@ -29,6 +29,8 @@ import json
 import os
 import shutil
 
+import numpy as np
+
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_adv_acc", "train_natural_acc",
                    "train_robust_acc", "test_natural_acc", "test_robust_acc", "robust_gap",
                    "seconds")
@@ -115,6 +117,42 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def fingerprint(*parts):
+    """sha256 hex of numpy arrays and JSON-able values: what a saved partial result is of."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(f"{part.dtype}{part.shape}".encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+class Progress:
+    """A partial result saved at `path` (.npz: arrays plus a JSON `meta`), valid only for the
+    computation whose fingerprint is `key`: a long evaluation killed at any point resumes from
+    its last save and recomputes nothing saved. Writes are atomic (temporary file, rename)."""
+
+    def __init__(self, path, key):
+        self.path, self.key = str(path), key
+
+    def load(self):
+        """(arrays, meta) of the last save of this computation, or None (none, or another's)."""
+        if not os.path.isfile(self.path):
+            return None
+        with np.load(self.path, allow_pickle=False) as saved:
+            arrays = {k: saved[k] for k in saved.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        return (arrays, meta) if meta.get("key") == self.key else None
+
+    def save(self, meta, **arrays):
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        tmp = _tmp_name(self.path) + ".npz"
+        np.savez(tmp, meta=np.array(json.dumps({**meta, "key": self.key})), **arrays)
+        os.replace(tmp, self.path)
 
 
 def read_json(path, what=None):

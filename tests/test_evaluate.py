@@ -274,3 +274,46 @@ def test_autoattack_components_subset_runs_only_those_and_says_so(saved):
         evaluate.evaluate_model(x, y, norm="linf", eps=0.1, attacks="autoattack",
                                 keras_model=saved["model"], verbose=False,
                                 settings=suite.SuiteSettings(autoattack_components=("fab",)))
+
+
+def test_a_killed_evaluation_resumes_and_matches_an_uninterrupted_one(saved, tmp_path):
+    """SIGKILL during AutoAttack, the same command again: the finished attacks are read back,
+    AutoAttack continues after its last saved batch, and every per-example result equals an
+    uninterrupted run's."""
+    import signal
+    import time
+    common = dict(num_examples=120, attacks="natural,pgd20,autoattack", batch_size=60)
+    aa = dict(autoattack_iters=10, square_queries=200, autoattack_batch_size=20)
+    whole = evaluate.evaluate_path(saved["keras"], dataset="digits", norm="linf", eps="0.1",
+                                   output_dir=str(tmp_path / "whole"), verbose=False,
+                                   settings=suite.SuiteSettings(**aa), **common)
+    out = tmp_path / "killed"
+    args = [f"--model={saved['keras']}", "--dataset=digits", "--norm=linf", "--eps=0.1",
+            f"--num_examples={common['num_examples']}", f"--attacks={common['attacks']}",
+            f"--batch_size={common['batch_size']}", f"--output_dir={out}",
+            *(f"--{k}={v}" for k, v in aa.items())]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": REPO}
+    proc = subprocess.Popen([sys.executable, "-m", "atamp_tf.evaluate", *args], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    batches = out / "partial" / "autoattack.batches.npz"
+    deadline = time.time() + 300
+    while not batches.exists() and proc.poll() is None:
+        assert time.time() < deadline, "AutoAttack never saved a batch"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "report.json").exists(), "the kill must land before the end"
+    assert (out / "partial" / "pgd20.done.npz").exists()  # the finished attack was kept
+    done = _cli(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "finished in an earlier run" in done.stderr
+    assert "AutoAttack resumes at" in done.stdout  # after its last saved batch, not afresh
+    assert not (out / "partial").exists()  # removed once the report is written
+    resumed = json.loads((out / "report.json").read_text())
+    assert resumed["accuracy"] == whole["accuracy"]
+    ours = np.load(out / "per_example.npz")
+    reference = np.load(tmp_path / "whole" / "per_example.npz")
+    assert sorted(ours.files) == sorted(reference.files)
+    for name in reference.files:
+        np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)

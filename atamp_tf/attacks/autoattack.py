@@ -111,7 +111,7 @@ def _within_threat(x_adv, x, norm, eps):
 
 def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard",
                batch_size=500, components=None, n_iter=100, n_queries=5000, verbose=False,
-               predict_fn=None):
+               predict_fn=None, progress=None):
     """Runs AutoAttack on numpy images x (float32 NHWC in [0,1]) with integer labels y.
 
     model: a Keras model or TF-traceable function mapping images to logits (None for a
@@ -119,6 +119,9 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
     components: a subset of COMPONENTS, run in the given
     order (default: all four, standard order); n_iter (APGD, FAB) and n_queries (Square)
     shrink the run for tests. Returns an AutoAttackResult.
+    progress: an atamp_tf.rundir.Progress, saved after every batch of every component; a run
+    killed midway and started again with the same arguments (and Progress key) continues after
+    the last saved batch and returns what an uninterrupted run returns.
     """
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r} (plus / rand "
@@ -165,10 +168,35 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
         print(f"AutoAttack ({version}, {norm}, eps={eps:.5f}): {', '.join(components)}; "
               f"clean accuracy {robust.mean() if len(x) else 0:.2%}", flush=True)
 
+    resume_at, todo = (0, 0), None
+    saved = progress.load() if progress is not None else None
+    if saved is not None:
+        arrays, meta = saved
+        x_adv, robust, todo = arrays["x_adv"], arrays["robust"], arrays["todo"]
+        robust_after = {k[len("after_"):]: v for k, v in arrays.items() if k.startswith("after_")}
+        success = {k[len("success_"):]: v for k, v in arrays.items()
+                   if k.startswith("success_")}
+        resume_at = (meta["component"], meta["batch"])
+        if verbose:
+            where = components[resume_at[0]] if resume_at[0] < len(components) else "the end"
+            print(f"AutoAttack resumes at {where}, batch {resume_at[1] + 1}", flush=True)
+
+    def save(component, batch, todo):
+        if progress is not None:
+            progress.save({"component": component, "batch": batch}, x_adv=x_adv,
+                          robust=robust, todo=todo,
+                          **{f"after_{k}": v for k, v in robust_after.items()},
+                          **{f"success_{k}": v for k, v in success.items()})
+
     for c_index, name in enumerate(components):
-        success[name] = np.zeros(len(x), bool)
-        todo = np.flatnonzero(robust) if eps > 0 else np.zeros(0, int)
+        if c_index < resume_at[0]:
+            continue
+        if c_index > resume_at[0] or name not in success:  # a component starting afresh
+            success[name] = np.zeros(len(x), bool)
+            todo = np.flatnonzero(robust) if eps > 0 else np.zeros(0, int)
         for b, start in enumerate(range(0, todo.size, batch_size)):
+            if (c_index, b) < resume_at:
+                continue
             idx = todo[start:start + batch_size]
             batch_seed = int(U.seed_pair(seed, c_index, b)[0])
             adv = _run_component(name, model, predict_fn, x[idx], y[idx], norm=norm, eps=eps,
@@ -185,7 +213,9 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
             success[name][idx[fooled]] = True
             if verbose:
                 print(f"{name} - batch {b + 1}: {fooled.sum()} of {len(idx)} fooled", flush=True)
+            save(c_index, b + 1, todo)
         robust_after[name] = robust.copy()
+        save(c_index + 1, 0, np.zeros(0, int))
         if verbose:
             print(f"robust accuracy after {name.upper()}: {robust.mean():.2%}", flush=True)
 

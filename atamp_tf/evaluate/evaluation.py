@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -36,6 +37,7 @@ from atamp_tf.checkpoints import (  # noqa: F401 (public here too)
 )
 
 DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
+PARTIAL_DIR = "partial"  # under the output directory: finished attacks of an unfinished run
 MODEL_CHECK_EXAMPLES = 200  # examples the model checks (sanity.check_model) run on
 # (export's default too, atamp_tf.export.DEFAULT_ATOL: one tolerance, the README's)
 
@@ -123,7 +125,7 @@ def _onnx_target(session, num_classes, batch_size):
 
 
 def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings,
-                    verbose=False):
+                    verbose=False, progress=None):
     """x_adv and extra report fields of AutoAttack, or of its Square component alone, on a
     target (a Keras model, or an ONNX session's numpy function for Square)."""
     from atamp_tf.attacks import autoattack as aa  # pylint: disable=import-outside-toplevel
@@ -135,7 +137,7 @@ def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_s
         components=("square",) if name == "square" else
         (tuple(settings.autoattack_components) or None),
         n_iter=settings.autoattack_iters, n_queries=settings.square_queries,
-        predict_fn=None if on_keras else target.model, verbose=verbose)
+        predict_fn=None if on_keras else target.model, verbose=verbose, progress=progress)
     extra = {"reported_accuracy": float(result.accuracy),
              "accuracy_after": {k: float(v) for k, v in result.accuracy_after.items()},
              "fooled_first_by": {k: int(np.sum(v)) for k, v in result.component_success.items()},
@@ -181,24 +183,61 @@ def _skip_reason(name, names):
     return reason
 
 
-def _craft(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings, verbose):
-    """(x_adv, extra report fields) of one attack on one target."""
+def _craft(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, settings, verbose,
+           progress=None):
+    """(x_adv, extra report fields) of one attack on one target (progress: AutoAttack's
+    per-batch rundir.Progress, or None)."""
     if name == "natural":
         return x, {}
     if registry.get(name).runner in ("autoattack", "square"):
         return _run_autoattack(name, target, x, y, norm=norm, eps=eps, num_classes=num_classes,
                                seed=seed, batch_size=batch_size, settings=settings,
-                               verbose=verbose)
+                               verbose=verbose, progress=progress)
     attack = suite.make_attack(name, target.logits_fn, norm=norm, eps=eps, settings=settings)
     return suite.run_batched(attack, x, y, batch_size=batch_size, seed=seed,
                              stream=registry.get(name).stream,
                              label=registry.get(name).label, verbose=verbose), {}
 
 
+class _Saved:
+    """The finished attacks of an evaluation under state_dir (one .npz each: the adversarial
+    examples, the report fields, the seconds), and AutoAttack's per-batch progress; every file
+    is keyed by the evaluation's fingerprint, so another model, examples or settings never
+    reuse them."""
+
+    def __init__(self, state_dir, key):
+        self.state_dir, self.key = state_dir, key
+
+    def progress(self, name, part="done"):
+        if self.state_dir is None:
+            return None
+        return rundir.Progress(os.path.join(self.state_dir, f"{name}.{part}.npz"), self.key)
+
+    def load(self, name):
+        saved = self.progress(name).load() if self.state_dir and name != "natural" else None
+        return None if saved is None else (saved[0]["x_adv"], saved[1]["extra"],
+                                           saved[1]["seconds"])
+
+    def save(self, name, x_adv, extra, seconds):
+        if self.state_dir is not None and name != "natural":
+            self.progress(name).save({"extra": extra, "seconds": seconds}, x_adv=x_adv)
+
+
+def _evaluation_key(keras_model, onnx_path, x, y, **settings):
+    """Fingerprint of what an evaluation computes: the model's weights and ONNX file, the
+    examples and every setting."""
+    models = [rundir.fingerprint(*keras_model.get_weights()) if keras_model is not None else "",
+              rundir.sha256_file(onnx_path) if onnx_path is not None else ""]
+    return rundir.fingerprint(x, y, models, {k: str(v) for k, v in settings.items()})
+
+
 def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path=None,
                    num_classes=None, batch_size=128, seed=0,
-                   settings=DEFAULT_SETTINGS, verbose=True):
+                   settings=DEFAULT_SETTINGS, verbose=True, state_dir=None):
     """Runs the attack suite on (x, y); returns the report dict (see module docstring).
+
+    state_dir: where finished attacks and AutoAttack's batches are saved as they complete; the
+      same call after a kill resumes there and returns the report an uninterrupted run would.
 
     keras_model: a Keras model mapping [0,1] images to logits (white-box attacks need it).
     onnx_path: an exported ONNX file; if given, natural accuracy and the gradient-free attacks
@@ -221,6 +260,9 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
     if len(targets) == 2:
         checks.append(_parity_check(targets["keras"].predict(x), natural_logits))
 
+    saved = _Saved(state_dir, _evaluation_key(
+        keras_model, onnx_path, x, y, norm=norm, eps=eps, names=names, seed=seed,
+        batch_size=batch_size, settings=settings) if state_dir else None)
     results, skipped, correct = {}, {}, {}
     for name in names:
         attack = registry.get(name)
@@ -228,15 +270,22 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         if target is None:
             skipped[name] = _skip_reason(name, names)
             continue
-        tic = time.time()
-        try:
-            x_adv, extra = _craft(name, target, x, y, norm=norm, eps=eps,
-                                  num_classes=num_classes, seed=seed,
-                                  batch_size=batch_size, settings=settings, verbose=verbose)
-        except ImportError as err:  # autoattack / square without atamp_tf.attacks.autoattack
-            skipped[name] = f"atamp_tf.attacks.autoattack is not available ({err})"
-            continue
-        seconds = time.time() - tic
+        done = saved.load(name)
+        if done is not None:
+            x_adv, extra, seconds = done
+            logging.info("%s: finished in an earlier run, read from %s", name, state_dir)
+        else:
+            tic = time.time()
+            try:
+                x_adv, extra = _craft(name, target, x, y, norm=norm, eps=eps,
+                                      num_classes=num_classes, seed=seed,
+                                      batch_size=batch_size, settings=settings,
+                                      verbose=verbose, progress=saved.progress(name, "batches"))
+            except ImportError as err:  # autoattack / square without the AutoAttack module
+                skipped[name] = f"atamp_tf.attacks.autoattack is not available ({err})"
+                continue
+            seconds = time.time() - tic
+            saved.save(name, x_adv, extra, seconds)
         logits = natural_logits if name == "natural" else target.predict(x_adv)
         correct[name] = logits.argmax(1) == y
         if name != "natural":
@@ -445,9 +494,13 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
     x, y = data.load_arrays(dataset, split, data_dir=data_dir or config.get("data_dir"),
                             npz_dir=npz_dir or config.get("npz_dir"), num_examples=num_examples)
     network = load_keras_model(source.keras_path) if source.keras_path else None
+    if output_dir is None:
+        output_dir = (rundir.RunPaths(source.path).eval if source.kind == "run_dir"
+                      else os.path.splitext(source.path)[0] + "_eval")
+    state_dir = os.path.join(output_dir, PARTIAL_DIR)  # resumable; removed once written
     report = evaluate_model(x, y, norm=norm, eps=eps_value, attacks=names, keras_model=network,
                             onnx_path=source.onnx_path, batch_size=batch_size, seed=seed,
-                            settings=settings, verbose=verbose)
+                            settings=settings, verbose=verbose, state_dir=state_dir)
     report["threat_model"]["eps_text"] = eps_text
     how = "the first" if num_examples is not None else "all"
     report = {
@@ -459,10 +512,8 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-    if output_dir is None:
-        output_dir = (rundir.RunPaths(source.path).eval if source.kind == "run_dir"
-                      else os.path.splitext(source.path)[0] + "_eval")
     paths = write_report(report, output_dir, run_config=config)
+    shutil.rmtree(state_dir, ignore_errors=True)
     logging.info("wrote %s", ", ".join(paths.values()))
     return report
 
