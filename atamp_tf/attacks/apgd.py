@@ -189,7 +189,7 @@ def _check_classes(logits, loss):
 def apgd_targeted(logits_fn, x, y, *, eps, norm="linf", n_iter=100, n_target_classes=9,
                   seed=0, rho=0.75):
     """APGD-T: targeted DLR, one run per target (the 2nd, 3rd, ... highest clean logit) on the
-    examples not fooled yet. Returns (x_adv, fooled)."""
+    examples not fooled yet, each from its own random start. Returns (x_adv, fooled)."""
     x, y = _check_common(x, y, eps, norm, n_iter, seed)
     n_target_classes = geometry.check_number("n_target_classes", n_target_classes, low=1,
                                              whole=True)
@@ -199,9 +199,12 @@ def apgd_targeted(logits_fn, x, y, *, eps, norm="linf", n_iter=100, n_target_cla
     clean_logits = U.predict_logits(logits_fn, x)
     _check_classes(clean_logits, "dlr-targeted")
     fooled = clean_logits.argmax(axis=1) != y  # already misclassified
-    for todo, target in U.targeted_rounds(clean_logits, fooled, n_target_classes):
+    for round_index, (todo, target) in enumerate(
+            U.targeted_rounds(clean_logits, fooled, n_target_classes)):
+        # a fresh random start per target, as the reference (its generator moves on)
+        round_seed = int(U.seed_pair(seed, round_index)[0])
         adv, ok = apgd(logits_fn, x[todo], y[todo], eps=eps, norm=norm, n_iter=n_iter,
-                       loss="dlr-targeted", y_target=target, seed=seed, rho=rho)
+                       loss="dlr-targeted", y_target=target, seed=round_seed, rho=rho)
         x_adv[todo[ok]] = adv[ok]
         fooled[todo[ok]] = True
     return x_adv, fooled

@@ -12,9 +12,9 @@ APGD-CE 100 iterations, 1 restart; APGD-T targeted DLR, 9 targets (the top non-t
 classes.
 
 Faithful: the algorithms, their hyper-parameters and schedules, target choice, the order and
-the per-example bookkeeping (see each component's module). Differs: FAB-T adds the final
-search of the original FAB code (3 steps; it only shrinks perturbations that were found);
-APGD stops a batch once all of it is fooled; Square queries fooled examples too (without
+the per-example bookkeeping (see each component's module); APGD-T draws a fresh random start
+per target and FAB-T runs without the original FAB code's final search, as the reference's.
+Differs: APGD stops a batch once all of it is fooled; Square queries fooled examples too (without
 updating them); random numbers are TF stateless ones keyed by `seed`, batch and component, not
 PyTorch's; the reference's sanity checks (randomised defences, softmax outputs) are left to
 `atamp_tf.attacks.sanity`; an output counts only if it also lies in the eps-ball and in [0,1]
@@ -54,7 +54,8 @@ def version_label(version, components, n_iter, n_queries):
                 and n_queries == STANDARD_BUDGET["n_queries"])
     return version if version == "standard" and standard else "custom"
 N_TARGETS = 9
-FAB_SETTINGS = {"alpha_max": 0.1, "eta": 1.05, "beta": 0.9, "final_search_steps": 3}
+# The reference's FAB-T: no final search (atamp_tf.attacks.fab keeps it as an option).
+FAB_SETTINGS = {"alpha_max": 0.1, "eta": 1.05, "beta": 0.9, "final_search_steps": 0}
 SQUARE_SETTINGS = {"p_init": 0.8, "loss": "margin"}
 BALL_TOLERANCE = 1e-6
 
