@@ -364,3 +364,32 @@ def test_random_attacks_are_reproducible_from_the_seed(model, test_data, name):
     first, again, other = run(0), run(0), run(1)
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-3
+
+
+def test_spsa_spends_no_queries_on_examples_already_fooled():
+    """early_stop: an example misclassified at the start (or once fooled) costs no gradient
+    queries; the others' results are unchanged (their own directions and losses)."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(0.2, 0.8, (8, 4, 4, 1)).astype(np.float32))
+    kernel = tf.constant(rng.normal(size=(16, 3)).astype(np.float32))
+    labels = tf.argmax(tf.reshape(x, (8, 16)) @ kernel, axis=1, output_type=tf.int32)
+    y = tf.where(tf.range(8) < 4, (labels + 1) % 3, labels)  # 4 wrong: done from the start
+    rows = tf.Variable(0)
+
+    def logits_fn(a):
+        rows.assign_add(tf.shape(a)[0])
+        return tf.reshape(a, (-1, 16)) @ kernel
+
+    def run(early_stop):
+        rows.assign(0)
+        adv = tf.function(lambda a, b: spsa_lib.spsa(
+            logits_fn, a, b, eps=1e-4, norm="linf", steps=3, num_samples=8,
+            early_stop=early_stop, seed=0))(x, y)
+        return adv.numpy(), int(rows.numpy())
+
+    adv_all, rows_all = run(False)
+    adv_stop, rows_stop = run(True)
+    # 3 steps x 8 gradient rows per example: 8 examples = 192; 4 = 96 (+ 8 per done check)
+    assert rows_all == 3 * 8 * 8
+    assert rows_stop == 3 * 8 * 4 + 4 * 8
+    np.testing.assert_allclose(adv_stop[4:], adv_all[4:], atol=1e-6)  # eps 1e-4: none fooled

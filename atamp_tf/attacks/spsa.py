@@ -93,8 +93,9 @@ def spsa(logits_fn, x, y, *, eps, norm="linf", steps=DEFAULT_STEPS,
     model evaluations (num_samples / 2 random +-delta pairs) and takes an Adam step of size
     `learning_rate` downhill, then projects. With `early_stop`, an example stops moving at
     the first step where it is misclassified (CleverHans' early_stop_loss_threshold=0, per
-    example), so a success found is never lost. `seed` (int or int32 [2]) keys every random
-    draw: draw 0 is the start point, draw i + 1 the directions of step i.
+    example), so a success found is never lost, and from then on costs no more queries.
+    `seed` (int or int32 [2]) keys every random draw: draw 0 is the start point, draw i + 1
+    the directions of step i.
     """
     check_spsa_args(eps=eps, norm=norm, steps=steps, learning_rate=learning_rate, delta=delta,
                     num_samples=num_samples)
@@ -123,8 +124,12 @@ def spsa(logits_fn, x, y, *, eps, norm="linf", steps=DEFAULT_STEPS,
     def body(i, perturbation, m, u, done):
         directions = random_directions(draw_key(seed, i + 1),
                                        tf.concat([tf.shape(x)[:1], [pairs], tf.shape(x)[1:]], 0))
-        grad = spsa_gradient(loss_fn, x + perturbation, y, directions, delta=delta,
-                             max_batch=max_batch)
+        # queries only for the examples still moving (a done one's gradient is never used);
+        # every example's directions are drawn, so each one's stream stays its own
+        active = tf.cast(tf.where(tf.logical_not(done))[:, 0], tf.int32)
+        grad = tf.scatter_nd(active[:, None], spsa_gradient(
+            loss_fn, tf.gather(x + perturbation, active), tf.gather(y, active),
+            tf.gather(directions, active), delta=delta, max_batch=max_batch), tf.shape(x))
         t = tf.cast(i + 1, x.dtype)
         m = ADAM_BETA_1 * m + (1.0 - ADAM_BETA_1) * grad
         u = ADAM_BETA_2 * u + (1.0 - ADAM_BETA_2) * grad * grad
