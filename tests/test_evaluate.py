@@ -317,3 +317,25 @@ def test_a_killed_evaluation_resumes_and_matches_an_uninterrupted_one(saved, tmp
     assert sorted(ours.files) == sorted(reference.files)
     for name in reference.files:
         np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
+
+
+def test_a_mixed_precision_checkpoint_is_attacked_in_float32():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((8, 8, 1))
+        hidden = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+        mixed = keras.Model(inputs, keras.layers.Dense(10)(hidden))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    full, had = evaluate.as_float32(mixed)
+    assert "bfloat16" in had and {layer.compute_dtype for layer in full.layers} == {"float32"}
+    x, y = _first(50)
+    np.testing.assert_allclose(full(x).numpy(), mixed(x).numpy().astype(np.float32), atol=0.1)
+    assert full(x).dtype == tf.float32
+    report = evaluate.evaluate_model(x, y, norm="linf", eps=0.1, attacks="natural,fgsm",
+                                     keras_model=mixed, verbose=False)
+    assert report["precision"]["model_compute_dtypes"] == had
+    assert report["precision"]["compute_dtype"] == "float32"
+    assert not tf.config.experimental.tensor_float_32_execution_enabled()
+    plain, dtypes = evaluate.as_float32(full)
+    assert plain is full and dtypes == ["float32"]

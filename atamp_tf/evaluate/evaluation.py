@@ -159,6 +159,29 @@ def _check_inputs(x, y, *, norm, eps, batch_size):
     return x, y
 
 
+def as_float32(model):
+    """(network computing in float32, the compute dtypes it had): a checkpoint trained under a
+    mixed policy (bfloat16 / float16 compute) is rebuilt with float32 layers and the same
+    weights, so that no attack is weakened by low-precision gradients."""
+    import keras  # pylint: disable=import-outside-toplevel
+    had = sorted({layer.compute_dtype for layer in model.layers})
+    if had == ["float32"]:
+        return model, had
+
+    def float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+    clone = keras.models.clone_model(model, clone_function=float32_layer)
+    clone.set_weights(model.get_weights())
+    return clone, had
+
+
+def _float32_everywhere():
+    """Attacks in full float32: TensorFloat-32 matmuls and convolutions off (TensorFlow turns
+    them on by default on Ampere and later GPUs; a no-op on CPUs)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
 def _make_targets(keras_model, onnx_path, x, *, num_classes, batch_size):
     """{"keras": ..., "onnx": ...} (whichever were given) and the number of classes."""
     targets = {}
@@ -251,6 +274,10 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         attacks = ",".join(attacks)
     names = parse_attacks(attacks, norm, onnx=onnx_path is not None)
     keras.utils.set_random_seed(seed)
+    _float32_everywhere()
+    compute_dtypes = None
+    if keras_model is not None:
+        keras_model, compute_dtypes = as_float32(keras_model)
     started = time.time()
     targets, num_classes = _make_targets(keras_model, onnx_path, x, num_classes=num_classes,
                                          batch_size=batch_size)
@@ -314,6 +341,10 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         "num_classes": int(num_classes),
         "seed": int(seed),
         "batch_size": int(batch_size),
+        "precision": {"compute_dtype": "float32", "tensor_float_32": False,
+                      "model_compute_dtypes": compute_dtypes,
+                      "note": "attacks run in float32; a model trained under a mixed policy "
+                              "is rebuilt with float32 layers (same weights)"},
         "attacks": results,
         "skipped": skipped,
         "accuracy": accuracy,
