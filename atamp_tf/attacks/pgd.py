@@ -15,7 +15,7 @@ floating-point order of operations:
 import functools
 
 import tensorflow as tf
-from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+from cleverhans.tf2.utils import optimize_linear
 
 from atamp_tf.attacks import geometry
 
@@ -40,7 +40,8 @@ def pgd(logits_fn, x, y, *, eps, step_size, steps, norm, loss_fn=None, random_st
         `seed`, a shape-[2] int tensor for stateless sampling); False starts at x.
       x_init: an explicit start (projected first); overrides random_start.
       early_stop: an example stops moving once misclassified (as Rice et al. 2020's and AWP's
-        evaluation PGD; one extra forward pass per step), so a success is never lost and,
+        evaluation PGD; it reads the logits of the gradient pass, so it costs no extra forward
+        pass), so a success is never lost and,
         from the same start, more steps never fool fewer examples.
       update: "project" or "cleverhans" (module docstring).
     Returns the adversarial batch, with no gradient path back to x.
@@ -61,23 +62,29 @@ def pgd(logits_fn, x, y, *, eps, step_size, steps, norm, loss_fn=None, random_st
         x_adv = x
 
     def ascend(x_adv):
-        """One step up the loss from x_adv, back in the ball and the box."""
-        if update == "cleverhans":
-            x_next = fast_gradient_method(logits_fn, x_adv, step_size, geometry.NUMPY_ORD[norm],
-                                          cleverhans_loss(loss_fn), clip_min=0.0, clip_max=1.0,
-                                          y=y)
-            return geometry.project(x_next, x, eps=eps, norm=norm)
+        """One step up the loss from x_adv, back in the ball and the box, and the logits at
+        x_adv from the same forward pass (early stop reads them: no second forward)."""
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
-            loss = tf.reduce_sum(loss_fn(logits_fn(x_adv), y))
-        grad = tape.gradient(loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        x_next = x_adv + geometry.steepest_step(grad, step_size=step_size, norm=norm)
-        return geometry.project(x_next, x, eps=eps, norm=norm)
+            logits = logits_fn(x_adv)
+            loss = loss_fn(logits, y)
+            total = tf.reduce_sum(loss)
+        if update == "cleverhans":
+            # CleverHans' fast_gradient_method, its ops in its order (gradient of the
+            # per-example loss, optimize_linear, clip to [0, 1]), keeping the logits
+            grad = tape.gradient(loss, x_adv)
+            x_next = tf.clip_by_value(
+                x_adv + optimize_linear(grad, step_size, geometry.NUMPY_ORD[norm]), 0.0, 1.0)
+        else:
+            grad = tape.gradient(total, x_adv,
+                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            x_next = x_adv + geometry.steepest_step(grad, step_size=step_size, norm=norm)
+        return geometry.project(x_next, x, eps=eps, norm=norm), logits
 
     def body(i, x_adv):
-        x_next = ascend(x_adv)
+        x_next, logits = ascend(x_adv)
         if early_stop:
-            fooled = tf.argmax(logits_fn(x_adv), axis=-1, output_type=tf.int32) != y
+            fooled = tf.argmax(logits, axis=-1, output_type=tf.int32) != y
             x_next = tf.where(geometry.per_example(fooled, x), x_adv, x_next)
         return i + 1, tf.ensure_shape(x_next, x.shape)
 
