@@ -339,3 +339,14 @@ def test_a_mixed_precision_checkpoint_is_attacked_in_float32():
     assert not tf.config.experimental.tensor_float_32_execution_enabled()
     plain, dtypes = evaluate.as_float32(full)
     assert plain is full and dtypes == ["float32"]
+
+
+def test_no_state_dir_saves_nothing_and_a_bare_report_still_writes(saved, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x, y = _first(20)
+    report = evaluate.evaluate_model(x, y, norm="linf", eps=0.1, attacks="natural,fgsm",
+                                     keras_model=saved["model"], verbose=False, state_dir="")
+    assert os.listdir(tmp_path) == []  # "" is no state directory, not the current one
+    paths = evaluate.write_report(report, str(tmp_path / "out"))  # no dataset/split keys
+    assert json.loads(open(paths["leaderboard"]).read())["n_examples"] == 20

@@ -275,6 +275,9 @@ def test_compared_with_csv_errors_name_the_flag_and_the_schema_checks_rows(tmp_p
     bad.write_text("model,natural,autoattack,source\nm,98,88,s\n")
     with pytest.raises(ValueError, match="--compared_with: .*expected a header"):
         export.read_compared_with(bad)
+    bad.write_text("model,natural,reported,autoattack,source\nm,98\n")  # a short row
+    with pytest.raises(ValueError, match="every row with those five fields"):
+        export.read_compared_with(bad)
     bad.write_text("model,natural,reported,autoattack,source\nm,98,,88,a\nn,97,90,abc,a\n")
     with pytest.raises(ValueError, match="autoattack 'abc' is not a percentage"):
         export.read_compared_with(bad)

@@ -229,7 +229,7 @@ class _Saved:
     reuse them."""
 
     def __init__(self, state_dir, key):
-        self.state_dir, self.key = state_dir, key
+        self.state_dir, self.key = state_dir or None, key
 
     def progress(self, name, part="done"):
         if self.state_dir is None:
@@ -237,7 +237,8 @@ class _Saved:
         return rundir.Progress(os.path.join(self.state_dir, f"{name}.{part}.npz"), self.key)
 
     def load(self, name):
-        saved = self.progress(name).load() if self.state_dir and name != "natural" else None
+        saved = (self.progress(name).load()
+                 if self.state_dir is not None and name != "natural" else None)
         return None if saved is None else (saved[0]["x_adv"], saved[1]["extra"],
                                            saved[1]["seconds"])
 
@@ -287,9 +288,10 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
     if len(targets) == 2:
         checks.append(_parity_check(targets["keras"].predict(x), natural_logits))
 
-    saved = _Saved(state_dir, _evaluation_key(
+    state_dir = state_dir or None
+    saved = _Saved(state_dir, None if state_dir is None else _evaluation_key(
         keras_model, onnx_path, x, y, norm=norm, eps=eps, names=names, seed=seed,
-        batch_size=batch_size, settings=settings) if state_dir else None)
+        batch_size=batch_size, settings=settings))
     results, skipped, correct = {}, {}, {}
     for name in names:
         attack = registry.get(name)
@@ -343,8 +345,10 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         "batch_size": int(batch_size),
         "precision": {"compute_dtype": "float32", "tensor_float_32": False,
                       "model_compute_dtypes": compute_dtypes,
-                      "note": "attacks run in float32; a model trained under a mixed policy "
-                              "is rebuilt with float32 layers (same weights)"},
+                      "note": "the Keras model's attacks run in float32; a model trained "
+                              "under a mixed policy is rebuilt with float32 layers (same "
+                              "weights)" + ("; the ONNX file runs in the precision it was "
+                                            "exported with" if onnx_path else "")},
         "attacks": results,
         "skipped": skipped,
         "accuracy": accuracy,
@@ -450,14 +454,15 @@ def leaderboard_entry(report, run_config=None):
         "link": "", "name": report.get("model_name", ""), "authors": "", "venue": "",
         "additional_data": config.get("method") in ADDITIONAL_DATA_METHODS,
         "number_forward_passes": 1,
-        "dataset": report["dataset"],
+        "dataset": report.get("dataset", ""),
         "threat_model": {"linf": "Linf", "l2": "L2"}[threat["norm"]],
         "architecture": _architecture(config),
         "eps": threat.get("eps_text") or f"{threat['eps']:g}",
         "clean_acc": f"{100 * accuracy['natural']:.2f}",
         "reported": "",
         "n_examples": report["num_examples"],
-        "examples": {"split": report["split"], "indices": f"0-{report['num_examples'] - 1}",
+        "examples": {"split": report.get("split", ""),
+                     "indices": f"0-{report['num_examples'] - 1}",
                      "order": "the split's canonical order (tensorflow-datasets order; the "
                               "official file order for the local .npz arrays)"},
     }

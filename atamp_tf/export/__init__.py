@@ -307,9 +307,9 @@ def read_compared_with(path):
     except FileNotFoundError:
         raise ValueError(f"--compared_with: {path} does not exist.") from None
     columns = ("model", "natural", "reported", "autoattack", "source")
-    if not rows or any(set(r) != set(columns) for r in rows):
+    if not rows or any(set(r) != set(columns) or None in r.values() for r in rows):
         raise ValueError(f"--compared_with: {path}: expected a header {','.join(columns)} and "
-                         "at least one row.")
+                         "at least one row, every row with those five fields.")
     sources = {r["source"] for r in rows}
     if len(sources) != 1:
         raise ValueError(f"--compared_with: {path}: one source for every row, got {sources}.")
@@ -317,7 +317,7 @@ def read_compared_with(path):
     def fraction(text, column, row):
         try:
             return round(float(text) / 100, 6)
-        except ValueError:
+        except (TypeError, ValueError):
             raise ValueError(f"--compared_with: {path}: row {row!r}: {column} {text!r} is not "
                              "a percentage.") from None
     return {"source": sources.pop(), "rows": [
