@@ -24,6 +24,10 @@ def _check_report(report, settings):
     assert machine["tensorflow"] and machine["keras"] == keras.__version__
     assert report["peak_gflops_per_second"] > 0
     assert report["forward_flops_per_image"] > 0
+    from atamp_tf.models import build_model  # the measured network's size, as a user builds it
+    built = build_model(settings["arch"], width=settings["width"], num_classes=10,
+                        input_shape=(settings["image_size"],) * 2 + (3,))
+    assert report["parameters"] == built.count_params()
     results = report["results"]
     assert [(r["variant"], r["amp"]) for r in results] == [("pgd_at", False), ("at_amp", True)]
     assert results[0]["delta"] == 0.0 and results[1]["delta"] == settings.get("delta", 0.1)

@@ -351,6 +351,7 @@ def run_benchmark(settings, *, torch_python=None, torch_script=None,
         "machine": machine_info(),
         "load_average_before": load_before,
         "load_average_after": load_after,
+        "parameters": int(models[0].network.count_params()),
         "forward_flops_per_image": forward_flops,
         "peak_gflops_per_second": peak,
         "peak_gflops_per_second_median": statistics.median(m for _, m in peaks),
@@ -430,7 +431,9 @@ def summary(report):
                  f"1/(K+1) = {100 * report['amp_overhead_floor']:.1f}%, target <= "
                  f"{100 * report['amp_overhead_target']:.1f}%)")
     lines.append(f"peak (float32 matmul) {report['peak_gflops_per_second']:.1f} GFLOP/s; "
-                 f"forward {report['forward_flops_per_image'] / 1e6:.1f} MFLOP/image")
+                 f"forward {report['forward_flops_per_image'] / 1e6:.1f} MFLOP/image; "
+                 f"{report['settings']['arch']} width {report['settings']['width']}, "
+                 f"{report['parameters']:,} parameters")
     for variant, rows in report.get("profile", {}).items():
         lines.append(f"profile {variant}: " + ", ".join(
             f"{r['op']} {r['ms_per_step']:.0f} ms ({100 * r['share']:.0f}%)" for r in rows[:6]))

@@ -15,8 +15,10 @@ from atamp_tf.tools.bench_settings import BenchSettings
 
 _D = BenchSettings()
 _ARCH = flags.DEFINE_string("arch", _D.arch, "Network (atamp_tf.models.ARCHITECTURES).")
-_WIDTH = flags.DEFINE_integer("width", _D.width, "Base width (preact_resnet18, small_cnn) or "
-                              "widen factor (wide_resnet).", lower_bound=1)
+_WIDTH = flags.DEFINE_integer("width", _D.width, "Base width (preact_resnet18, small_cnn, "
+                              "madry_cnn, trades_small_cnn: the MNIST references use 32) or "
+                              "widen factor (wide_resnet). The default is the same for every "
+                              "--arch; the report records the parameter count.", lower_bound=1)
 _DEPTH = flags.DEFINE_integer("depth", None, "wide_resnet depth.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", _D.image_size, "Square image side.",
                                    lower_bound=1)
