@@ -253,15 +253,20 @@ def test_export_from_a_run_with_a_summary_records_its_budget_on_entry_and_card(
     run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
     with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(SUMMARY, f)
-    published = os.path.join(REPO, "docs", "zoo", "mnist_linf_published.csv")
-    entry = _export_run(run_dir, tmp_path, report,
-                        compared_with=export.read_compared_with(published))
+    mnist = export.read_compared_with(os.path.join(REPO, "docs/zoo/mnist_linf_published.csv"))
+    with pytest.raises(ValueError, match="--compared_with: its results are mnist linf eps 0.3, "
+                                         "but the model is digits linf eps 0.1"):
+        _export_run(run_dir, tmp_path, report, compared_with=mnist)
+    assert not (tmp_path / "zoo/manifest.json").exists()  # refused before anything is written
+    digits = dict(mnist, threat_model={"dataset": "digits", "norm": "linf", "eps": 0.1})
+    entry = _export_run(run_dir, tmp_path, report, compared_with=digits)
     assert entry["training"]["budget"]["selected_on"] == "holdout"
     assert entry["compared_with"]["rows"][0]["autoattack"] == 0.885
     zoo_manifest.read_manifest(tmp_path / "zoo/manifest.json")  # validates the new fields
     card = (tmp_path / "zoo/cards/digits-linf-tiny.md").read_text()
     assert "- Training budget: 40 epochs, 10-step attack per batch, 2.00 h" in card
     assert "`best` = epoch 31, the epoch with the best held-out robust accuracy" in card
+    assert "same threat model (digits, linf eps 0.1; source: AutoAttack README" in card
     assert "## Compared with" in card and "| 98.53% | 89.62% | 88.50% |" in card
     assert "| **this model** (" in card
     with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as f:
@@ -270,22 +275,35 @@ def test_export_from_a_run_with_a_summary_records_its_budget_on_entry_and_card(
         export.read_run_dir(run_dir, "best")
 
 
+HEADER = "model,natural,reported,autoattack,source,dataset,norm,eps\n"
+
+
 def test_compared_with_csv_errors_name_the_flag_and_the_schema_checks_rows(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("model,natural,autoattack,source\nm,98,88,s\n")
     with pytest.raises(ValueError, match="--compared_with: .*expected a header"):
         export.read_compared_with(bad)
-    bad.write_text("model,natural,reported,autoattack,source\nm,98\n")  # a short row
-    with pytest.raises(ValueError, match="every row with those five fields"):
+    bad.write_text(HEADER + "m,98\n")  # a short row
+    with pytest.raises(ValueError, match="every row with those 8 fields"):
         export.read_compared_with(bad)
-    bad.write_text("model,natural,reported,autoattack,source\nm,98,,88,a\nn,97,90,abc,a\n")
+    bad.write_text(HEADER + "m,98,,88,a,mnist,linf,0.3\nn,97,90,88,a,mnist,linf,0.1\n")
+    with pytest.raises(ValueError, match=r"one eps for every row, got \['0.1', '0.3'\]"):
+        export.read_compared_with(bad)
+    bad.write_text(HEADER + "m,98,,88,a,mnist,linf,0.3\nn,97,90,abc,a,mnist,linf,0.3\n")
     with pytest.raises(ValueError, match="autoattack 'abc' is not a percentage"):
         export.read_compared_with(bad)
     with pytest.raises(ValueError, match="does not exist"):
         export.read_compared_with(tmp_path / "missing.csv")
     compared = export.read_compared_with(os.path.join(REPO, "docs/zoo/mnist_linf_published.csv"))
     assert [r["natural"] for r in compared["rows"]] == [0.9853, 0.9948, 0.985]
+    assert compared["threat_model"] == {"dataset": "mnist", "norm": "linf", "eps": 0.3}
     checker = zoo_manifest._Checker("entry")  # pylint: disable=protected-access
-    percent = {"compared_with": {"source": "s", "rows": [dict(compared["rows"][0], natural=98.5)]}}
+    own = {"dataset": "mnist", "threat_model": {"norm": "linf", "eps": 0.3}}
+    percent = dict(own, compared_with=dict(compared, rows=[dict(compared["rows"][0],
+                                                               natural=98.5)]))
     with pytest.raises(zoo_manifest.ManifestError, match=r"compared_with.rows\[0\].natural"):
         zoo_manifest._check_compared_with(checker, percent)  # pylint: disable=protected-access
+    other = dict(own, threat_model={"norm": "l2", "eps": 0.3}, compared_with=compared)
+    with pytest.raises(zoo_manifest.ManifestError, match=r"compared_with.threat_model"):
+        zoo_manifest._check_compared_with(checker, other)  # pylint: disable=protected-access
+    zoo_manifest._check_compared_with(checker, dict(own, compared_with=compared))  # pylint: disable=protected-access

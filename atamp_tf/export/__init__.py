@@ -300,19 +300,29 @@ def _url_for(path, manifest_path, base_url):
 
 def read_compared_with(path):
     """compared_with from a CSV of published results: columns model, natural, reported,
-    autoattack (percentages; reported may be empty) and source (one value for every row)."""
+    autoattack (percentages; reported may be empty), and source, dataset, norm, eps (one value
+    each for every row: the rows' threat model, which the export checks against the model's)."""
     try:
         with open(path, encoding="utf-8", newline="") as f:
             rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#"))]
     except FileNotFoundError:
         raise ValueError(f"--compared_with: {path} does not exist.") from None
-    columns = ("model", "natural", "reported", "autoattack", "source")
+    columns = ("model", "natural", "reported", "autoattack", "source", "dataset", "norm", "eps")
     if not rows or any(set(r) != set(columns) or None in r.values() for r in rows):
         raise ValueError(f"--compared_with: {path}: expected a header {','.join(columns)} and "
-                         "at least one row, every row with those five fields.")
-    sources = {r["source"] for r in rows}
-    if len(sources) != 1:
-        raise ValueError(f"--compared_with: {path}: one source for every row, got {sources}.")
+                         f"at least one row, every row with those {len(columns)} fields.")
+    shared = {}
+    for column in ("source", "dataset", "norm", "eps"):
+        values = {r[column].strip() for r in rows}
+        if len(values) != 1:
+            raise ValueError(f"--compared_with: {path}: one {column} for every row, got "
+                             f"{sorted(values)}.")
+        shared[column] = values.pop()
+    try:
+        eps = float(shared["eps"])
+    except ValueError:
+        raise ValueError(f"--compared_with: {path}: eps {shared['eps']!r} is not a number.") \
+            from None
 
     def fraction(text, column, row):
         try:
@@ -320,11 +330,24 @@ def read_compared_with(path):
         except (TypeError, ValueError):
             raise ValueError(f"--compared_with: {path}: row {row!r}: {column} {text!r} is not "
                              "a percentage.") from None
-    return {"source": sources.pop(), "rows": [
+    return {"source": shared["source"],
+            "threat_model": {"dataset": shared["dataset"], "norm": shared["norm"], "eps": eps},
+            "rows": [
         {"model": r["model"], "natural": fraction(r["natural"], "natural", r["model"]),
          "reported": (fraction(r["reported"], "reported", r["model"]) if r["reported"].strip()
                       else None),
          "autoattack": fraction(r["autoattack"], "autoattack", r["model"])} for r in rows]}
+
+
+def check_compared_with(compared_with, meta):
+    """Raises ValueError unless the published rows share the model's dataset and threat model
+    (a card must not put an L2 model beside L-inf results, or eps 0.1 beside eps 0.3)."""
+    threat = compared_with["threat_model"]
+    if (threat["dataset"] != meta.dataset or threat["norm"] != meta.norm
+            or not math.isclose(threat["eps"], meta.eps, rel_tol=1e-6, abs_tol=1e-9)):
+        raise ValueError(f"--compared_with: its results are {threat['dataset']} {threat['norm']} "
+                         f"eps {threat['eps']:g}, but the model is {meta.dataset} {meta.norm} "
+                         f"eps {meta.eps:g}.")
 
 
 def make_entry(name, meta, metrics, *, onnx_path, url, card, hwc, num_classes, parity, licence,
@@ -433,6 +456,8 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
     if not zoo_manifest.NAME_PATTERN.match(name or ""):
         raise ValueError(f"--name: {name!r} must match {zoo_manifest.NAME_PATTERN.pattern}.")
     metrics = metrics_from_report(report, meta)
+    if compared_with is not None:
+        check_compared_with(compared_with, meta)
     n = metrics["num_examples"]
     if len(x) != n or len(y) != n:
         raise ValueError(f"report examples: the report covers {n} examples "

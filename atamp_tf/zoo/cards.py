@@ -64,7 +64,9 @@ def _compared_with(entry):
             f"{_fraction(r['autoattack'])} |" for r in compared["rows"]]
     rows.append(f"| **this model** ({entry['metrics']['examples']}) | "
                 f"{_fraction(accuracy['natural'])} | - | {_fraction(accuracy.get('autoattack'))} |")
-    return ("\n## Compared with\nPublished results under the same threat model (source: "
+    threat = compared["threat_model"]
+    return ("\n## Compared with\nPublished results under the same threat model "
+            f"({threat['dataset']}, {threat['norm']} eps {threat['eps']:g}; source: "
             f"{compared['source']}), beside this model's own from the table above:\n\n"
             "| model | natural | reported robust | AutoAttack |\n| --- | --- | --- | --- |\n"
             + "\n".join(rows) + "\n")

@@ -174,10 +174,21 @@ def _check_budget(c, budget):
 
 
 def _check_compared_with(c, entry):
-    """Published results the card puts beside the entry's own: a source and rows of
-    {model, natural, reported, autoattack} (accuracies as fractions; reported may be null)."""
+    """Published results the card puts beside the entry's own: a source, their threat model
+    (the entry's own dataset, norm and eps) and rows of {model, natural, reported, autoattack}
+    (accuracies as fractions; reported may be null)."""
     compared = c.obj(entry, "compared_with", "compared_with")
     c.string(compared, "compared_with.source", "source")
+    threat = c.obj(compared, "compared_with.threat_model", "threat_model")
+    own = (entry.get("dataset"), entry.get("threat_model", {}).get("norm"),
+           entry.get("threat_model", {}).get("eps"))
+    theirs = (c.string(threat, "compared_with.threat_model.dataset", "dataset"),
+              c.string(threat, "compared_with.threat_model.norm", "norm"),
+              c.number(threat, "compared_with.threat_model.eps", "eps", low=0))
+    if theirs[:2] != own[:2] or not isinstance(own[2], (int, float)) or not math.isclose(
+            theirs[2], own[2], rel_tol=1e-6, abs_tol=1e-9):
+        c.fail("compared_with.threat_model", f"the entry's own dataset, norm and eps {own}",
+               threat)
     rows = c.get(compared, "compared_with.rows", "rows")
     if not isinstance(rows, list) or not rows:
         c.fail("compared_with.rows", "a non-empty list", rows)
