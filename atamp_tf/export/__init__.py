@@ -343,8 +343,7 @@ def check_compared_with(compared_with, meta):
     """Raises ValueError unless the published rows share the model's dataset and threat model
     (a card must not put an L2 model beside L-inf results, or eps 0.1 beside eps 0.3)."""
     threat = compared_with["threat_model"]
-    if (threat["dataset"] != meta.dataset or threat["norm"] != meta.norm
-            or not math.isclose(threat["eps"], meta.eps, rel_tol=1e-6, abs_tol=1e-9)):
+    if not zoo_manifest.same_threat_model(threat, meta.dataset, meta.norm, meta.eps):
         raise ValueError(f"--compared_with: its results are {threat['dataset']} {threat['norm']} "
                          f"eps {threat['eps']:g}, but the model is {meta.dataset} {meta.norm} "
                          f"eps {meta.eps:g}.")

@@ -173,6 +173,12 @@ def _check_budget(c, budget):
     c.string(budget, "training.budget.selected_on", "selected_on", choices=SELECTION_RULES)
 
 
+def same_threat_model(threat, dataset, norm, eps):
+    """Whether published results' threat_model {dataset, norm, eps} is (dataset, norm, eps)."""
+    return (threat["dataset"] == dataset and threat["norm"] == norm and _is_number(eps)
+            and math.isclose(threat["eps"], eps, rel_tol=1e-6, abs_tol=1e-9))
+
+
 def _check_compared_with(c, entry):
     """Published results the card puts beside the entry's own: a source, their threat model
     (the entry's own dataset, norm and eps) and rows of {model, natural, reported, autoattack}
@@ -182,11 +188,10 @@ def _check_compared_with(c, entry):
     threat = c.obj(compared, "compared_with.threat_model", "threat_model")
     own = (entry.get("dataset"), entry.get("threat_model", {}).get("norm"),
            entry.get("threat_model", {}).get("eps"))
-    theirs = (c.string(threat, "compared_with.threat_model.dataset", "dataset"),
-              c.string(threat, "compared_with.threat_model.norm", "norm"),
-              c.number(threat, "compared_with.threat_model.eps", "eps", low=0))
-    if theirs[:2] != own[:2] or not isinstance(own[2], (int, float)) or not math.isclose(
-            theirs[2], own[2], rel_tol=1e-6, abs_tol=1e-9):
+    c.string(threat, "compared_with.threat_model.dataset", "dataset")
+    c.string(threat, "compared_with.threat_model.norm", "norm")
+    c.number(threat, "compared_with.threat_model.eps", "eps", low=0)
+    if not same_threat_model(threat, *own):
         c.fail("compared_with.threat_model", f"the entry's own dataset, norm and eps {own}",
                threat)
     rows = c.get(compared, "compared_with.rows", "rows")
