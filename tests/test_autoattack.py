@@ -12,7 +12,7 @@ import tensorflow as tf
 from scipy.optimize import linprog, minimize
 
 from atamp_tf.attacks import apgd, fab, fab_projections, square
-from atamp_tf.attacks.autoattack import COMPONENTS, autoattack
+from atamp_tf.attacks.autoattack import COMPONENTS, VERSION_COMPONENTS, autoattack
 
 D_SHAPE = (8, 8, 1)
 EPS = {"linf": 0.02, "l2": 0.15}
@@ -176,6 +176,62 @@ def test_fab_finds_the_minimal_perturbation(linear, norm):
     _assert_valid(model, x_adv, x, y, fooled, norm, eps)
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_untargeted_fab_finds_the_closest_boundary(linear, norm):
+    """Only classes 0 and 1 are live, so the closest linearised boundary is the other live
+    class: untargeted FAB finds the closed-form minimum as targeted FAB towards it does, and
+    its restarts (from a random point at eps / 2) fool exactly the points within reach."""
+    model, x, y = _problem(linear, norm)
+    eps = EPS[norm]
+    _, found, dist = fab.fab_min_norm(model, x, y, None, norm=norm, n_iter=30)
+    _, found_t, dist_t = fab.fab_min_norm(model, x, y, 1 - y, norm=norm, n_iter=30)
+    assert found.all() and found_t.all()
+    np.testing.assert_allclose(dist, dist_t, rtol=1e-4)
+    x_start, *_ = fab.fab_min_norm(model, x, y, None, norm=norm, n_iter=1, start_radius=eps / 2,
+                                   final_search_steps=0, seed=3)
+    assert not np.allclose(x_start, x)  # a random start moves every example off x
+    for restarts in (1, 3):
+        x_adv, fooled = fab.fab_untargeted(model, x, y, eps=eps, norm=norm, n_iter=30,
+                                           n_restarts=restarts, seed=2)
+        np.testing.assert_array_equal(fooled, RATIOS < 1)
+        _assert_valid(model, x_adv, x, y, fooled, norm, eps)
+
+
+def _counting(model):
+    """The model as a logits function, with a counter of its calls (inside graphs too)."""
+    calls = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def logits(x):
+        calls.assign_add(1)
+        return model(x, training=False)
+    return logits, calls
+
+
+@pytest.mark.parametrize("eot_iter", [1, 4])
+def test_apgd_eot_averages_that_many_model_calls(linear, eot_iter):
+    model, x, y = _problem(linear, "linf")
+    fn, calls = _counting(model)
+    n_iter = 5
+    x_adv, fooled = apgd.apgd(fn, x, y, eps=1e-4, norm="linf", n_iter=n_iter, loss="dlr",
+                              eot_iter=eot_iter)
+    assert not fooled.any()  # out of reach: every iteration runs
+    tracing = calls.numpy() - 1 - eot_iter * (n_iter + 1)  # 1: the clean prediction
+    assert 0 <= tracing <= 2 * eot_iter + 2, calls.numpy()  # trace-time calls add a few
+    calls.assign(0)
+    apgd.apgd(fn, x, y, eps=1e-4, norm="linf", n_iter=n_iter, loss="dlr", eot_iter=eot_iter)
+    assert calls.numpy() == 1 + eot_iter * (n_iter + 1)  # traced once: exact count
+
+
+def test_apgd_restarts_only_add_fooled_examples(digits_mlp):
+    model, x, y = digits_mlp
+    kwargs = dict(eps=0.08, norm="linf", n_iter=2, loss="dlr", seed=4)  # 8 fooled, then 11
+    _, once = apgd.apgd_restarts(model, x, y, n_restarts=1, **kwargs)
+    x_adv, more = apgd.apgd_restarts(model, x, y, n_restarts=4, **kwargs)
+    np.testing.assert_array_equal(once, apgd.apgd(model, x, y, **kwargs)[1])  # run 1 = apgd
+    assert (more >= once).all() and more.sum() > once.sum()
+    _assert_valid(model, x_adv, x, y, more, "linf", 0.08)
+
+
 def _fab_on_a_ray(n_iter, alpha_max=0.1, eta=1.05, beta=0.9):
     """FAB on a linear model, as a scalar: the iterates stay on x0 + r d* (d*: the minimal
     perturbation), the projections of x1 and x0 are (1 - r) d* and d*. Returns the best r."""
@@ -328,9 +384,10 @@ def test_gradient_free_run_through_predict_fn(linear):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(norm="l1"), "norm"),
     (dict(eps=-0.1), "eps"),
-    (dict(components=("apgd-ce", "fab")), "components"),
-    (dict(version="plus"), "version"),
+    (dict(components=("apgd-ce", "fab-x")), "components"),
+    (dict(version="plus2"), "version"),
     (dict(num_classes=3, components=("apgd-t",)), "num_classes"),
+    (dict(num_classes=2, components=("apgd-dlr",)), "num_classes"),
     (dict(batch_size=0), "batch_size"),
 ])
 def test_bad_arguments_raise(linear, kwargs, match):
@@ -357,15 +414,42 @@ def test_bad_inputs_raise(linear):
 
 
 
-@pytest.mark.parametrize("components,n_iter,n_queries,label", [
-    (None, 100, 5000, "standard"),
-    (("apgd-ce", "apgd-t", "fab-t", "square"), 100, 5000, "standard"),
-    (("apgd-ce", "apgd-t"), 100, 5000, "custom"),
-    (("apgd-t", "apgd-ce", "fab-t", "square"), 100, 5000, "custom"),  # another order
-    (None, 20, 5000, "custom"),
-    (None, 100, 1000, "custom"),
+@pytest.mark.parametrize("version,components,n_iter,n_queries,label", [
+    ("standard", None, 100, 5000, "standard"),
+    ("standard", ("apgd-ce", "apgd-t", "fab-t", "square"), 100, 5000, "standard"),
+    ("standard", ("apgd-ce", "apgd-t"), 100, 5000, "custom"),
+    ("standard", ("apgd-t", "apgd-ce", "fab-t", "square"), 100, 5000, "custom"),  # order
+    ("standard", None, 20, 5000, "custom"),
+    ("standard", None, 100, 1000, "custom"),
+    ("plus", None, 100, 5000, "plus"),
+    ("plus", COMPONENTS, 100, 5000, "custom"),  # plus' restarts on standard's components
+    ("plus", None, 100, 1000, "custom"),
+    ("rand", ("apgd-ce", "apgd-dlr"), 100, 5000, "rand"),
+    ("rand", ("apgd-ce",), 100, 5000, "custom"),
+    ("rand", None, 50, 5000, "custom"),
 ])
-def test_only_the_full_budget_in_the_reference_order_is_labelled_standard(
-        components, n_iter, n_queries, label):
+def test_only_a_versions_own_components_and_budget_carry_its_name(
+        version, components, n_iter, n_queries, label):
     from atamp_tf.attacks import autoattack as aa
-    assert aa.version_label("standard", components, n_iter, n_queries) == label
+    assert aa.version_label(version, components, n_iter, n_queries) == label
+
+
+@pytest.mark.parametrize("version", ["plus", "rand"])
+def test_plus_and_rand_versions_run_the_references_components(digits_mlp, version):
+    """plus: APGD-CE, APGD-DLR, FAB (5 restarts), Square, APGD-T, FAB-T; rand: APGD-CE and
+    APGD-DLR with EOT 20. Their first component's first restart is the standard version's
+    APGD-CE (same seed and batch), so it fools at least what that fools."""
+    model, x, y = digits_mlp
+    kwargs = dict(norm="linf", eps=0.1, num_classes=10, n_iter=5, n_queries=30, batch_size=16,
+                  seed=1)
+    res = autoattack(model, x, y, version=version, **kwargs)
+    standard = autoattack(model, x, y, components=("apgd-ce",), **kwargs)
+    assert list(res.robust_after) == ["clean", *VERSION_COMPONENTS[version]]
+    assert res.settings["components"] == list(VERSION_COMPONENTS[version])
+    assert res.settings["version"] == "custom"  # n_iter / n_queries shrunk for the test
+    want = {"plus": (5, 1), "rand": (1, 20)}[version]
+    assert (res.settings["apgd"]["restarts"], res.settings["apgd"]["eot_iter"]) == want
+    assert res.settings["fab"]["restarts"] == want[0]
+    assert not (res.robust_after["apgd-ce"] & ~standard.robust_after["apgd-ce"]).any()
+    assert res.accuracy <= res.clean_accuracy and res.accuracy < res.clean_accuracy
+    _assert_valid(model, res.x_adv, x, y, ~res.robust_mask, "linf", 0.1)

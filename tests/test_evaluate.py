@@ -273,7 +273,7 @@ def test_autoattack_components_subset_runs_only_those_and_says_so(saved):
     with pytest.raises(ValueError, match="components"):
         evaluate.evaluate_model(x, y, norm="linf", eps=0.1, attacks="autoattack",
                                 keras_model=saved["model"], verbose=False,
-                                settings=suite.SuiteSettings(autoattack_components=("fab",)))
+                                settings=suite.SuiteSettings(autoattack_components=("fab-x",)))
 
 
 def test_a_killed_evaluation_resumes_and_matches_an_uninterrupted_one(saved, tmp_path):

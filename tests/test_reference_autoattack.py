@@ -146,6 +146,26 @@ def test_linf_agrees_with_the_reference(trained, examples, l2_cli):  # l2_cli: r
                                                          "square"}
 
 
+def test_plus_versions_own_components_agree_with_the_reference(trained, examples):
+    """The plus version's two components standard lacks, APGD-DLR and untargeted FAB, each
+    with plus' 5 restarts, on both sides (the reference's objects set by its set_version)."""
+    _, model, onnx_path = trained
+    x, y = examples
+    module = reference.torch_module(onnx_path)
+    components = ("apgd-dlr", "fab")
+    ref = reference.reference_autoattack(onnx_path, x, y, norm="linf", eps=EPS["linf"],
+                                         module=module, version="plus", components=components)
+    ours = reference.our_autoattack(x, y, norm="linf", eps=EPS["linf"], keras_model=model,
+                                    version="plus", components=components)
+    table = reference.compare(ours, ref, x, y, norm="linf", eps=EPS["linf"])
+    print(reference.summary_markdown([table]))
+    assert ref.settings["components"] == list(components) and ref.valid.all()
+    assert ref.settings["version"] == ours.result.settings["version"] == "custom"
+    assert ours.result.settings["apgd"]["restarts"] == ours.result.settings["fab"]["restarts"] == 5
+    assert set(table["reference"]["accuracy_after"]) == {"clean", *components}
+    _assert_agreement(table)
+
+
 def test_l2_cli_agrees_with_the_reference(l2_cli):
     proc, out = l2_cli
     stdout, stderr = proc.communicate(timeout=900)

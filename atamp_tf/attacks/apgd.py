@@ -6,7 +6,11 @@ the loss rose in at most rho = 75% of the steps since the last checkpoint or the
 not improve after an unreduced step, then restart from the best point; random start on the
 eps-sphere (L2) or the Linf surface; an example counts as fooled if any iterate was
 misclassified. APGD-T maximises the targeted DLR loss once per target: the 2nd, 3rd, ... highest
-logit of the clean input. One run is one compiled while-loop over a batch (vectorised).
+logit of the clean input. `n_restarts` reruns APGD from a fresh random start on the examples
+no earlier restart fooled (AutoAttack's "plus" version: 5); `eot_iter` averages the gradient
+over that many calls of the model (Expectation over Transformation, the "rand" version's 20,
+for randomised defences; the logits and loss are the last call's, as the reference's).
+One run is one compiled while-loop over a batch (vectorised).
 Differs from the reference: the loop stops once every example of the batch is misclassified
 (the set of fooled examples is unchanged; the reference keeps iterating).
 """
@@ -50,17 +54,30 @@ def checkpoint_schedule(n_iter):
     return max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
 
 
-def _build(logits_fn, norm, loss_name, image_shape):
+def _build(logits_fn, norm, loss_name, image_shape, eot_iter=1):
     fn = U.as_logits_callable(logits_fn)
     loss_fn = _LOSS_FNS[loss_name]
 
-    def loss_and_grad(xa, y, yt):
+    def one_call(xa, y, yt):
         with tf.GradientTape() as tape:
             tape.watch(xa)
             logits = fn(xa)
             loss = loss_fn(logits, y, yt)
             total = tf.reduce_sum(loss)
         return logits, loss, tape.gradient(total, xa)
+
+    def loss_and_grad(xa, y, yt):
+        logits, loss, grad = one_call(xa, y, yt)
+        if eot_iter == 1:
+            return logits, loss, grad
+
+        def eot_body(i, logits, loss, grad_sum):
+            logits, loss, grad = one_call(xa, y, yt)
+            return i + 1, logits, loss, grad_sum + grad
+
+        _, logits, loss, grad_sum = tf.while_loop(
+            lambda i, *_: i < eot_iter, eot_body, (tf.constant(1), logits, loss, grad))
+        return logits, loss, grad_sum / float(eot_iter)
 
     def project(z, x, eps):
         return geometry.project_autoattack(z, x, eps=eps, norm=norm)
@@ -135,23 +152,24 @@ def _build(logits_fn, norm, loss_name, image_shape):
     return run
 
 
-def _check_common(x, y, eps, norm, n_iter, seed):
+def _check_common(x, y, eps, norm, n_iter, seed, eot_iter=1):
     geometry.check_norm(norm)
     geometry.check_number("eps", eps, strict=True)
     geometry.check_number("n_iter", n_iter, low=1, whole=True)
+    geometry.check_number("eot_iter", eot_iter, low=1, whole=True)
     U.check_seed(seed)
     x = U.check_images(x)
     return x, U.check_labels(y, len(x))
 
 
 def apgd(logits_fn, x, y, *, eps, norm="linf", n_iter=100, loss="ce", y_target=None, seed=0,
-         rho=0.75):
+         rho=0.75, eot_iter=1):
     """One APGD run (no restarts) on a batch. Returns (x_adv, fooled): x_adv is a misclassified
     iterate inside the eps-ball where fooled, else x. loss: "ce", "dlr" or "dlr-targeted" (then
-    y_target gives one target label per example)."""
+    y_target gives one target label per example); eot_iter: model calls per gradient."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    x, y = _check_common(x, y, eps, norm, n_iter, seed)
+    x, y = _check_common(x, y, eps, norm, n_iter, seed, eot_iter)
     if loss == "dlr-targeted":
         if y_target is None:
             raise ValueError('y_target is required with loss="dlr-targeted"')
@@ -167,8 +185,8 @@ def apgd(logits_fn, x, y, *, eps, norm="linf", n_iter=100, loss="ce", y_target=N
     todo = np.flatnonzero(~fooled)
     if todo.size == 0:
         return x_adv, fooled
-    run = U.compiled(logits_fn, ("apgd", norm, loss, x.shape[1:]),
-                     lambda: _build(logits_fn, norm, loss, x.shape[1:]))
+    run = U.compiled(logits_fn, ("apgd", norm, loss, x.shape[1:], int(eot_iter)),
+                     lambda: _build(logits_fn, norm, loss, x.shape[1:], int(eot_iter)))
     k0, k_min, k_decr = checkpoint_schedule(n_iter)
     adv, ok = run(x[todo], y[todo], y_target[todo], np.float32(eps), np.int32(n_iter),
                   np.int32(k0), np.int32(k_min), np.int32(k_decr), np.float32(rho),
@@ -210,7 +228,39 @@ def apgd_targeted(logits_fn, x, y, *, eps, norm="linf", n_iter=100, n_target_cla
     return x_adv, fooled
 
 
-def apgd_ce(logits_fn, x, y, *, eps, norm="linf", n_iter=100, seed=0, rho=0.75):
-    """APGD-CE as run by standard AutoAttack (one restart). Returns (x_adv, fooled)."""
-    return apgd(logits_fn, x, y, eps=eps, norm=norm, n_iter=n_iter, loss="ce", seed=seed,
-                rho=rho)
+def apgd_restarts(logits_fn, x, y, *, eps, norm="linf", n_iter=100, loss="ce", n_restarts=1,
+                  seed=0, rho=0.75, eot_iter=1):
+    """Untargeted APGD ("ce" or "dlr") with n_restarts runs, each from its own random start on
+    the examples no earlier run fooled, as the reference's APGDAttack.perturb. The first run
+    is apgd(seed=seed). Returns (x_adv, fooled)."""
+    if loss not in ("ce", "dlr"):
+        raise ValueError(f"loss must be 'ce' or 'dlr' for untargeted restarts, got {loss!r}")
+    n_restarts = geometry.check_number("n_restarts", n_restarts, low=1, whole=True)
+    x, y = _check_common(x, y, eps, norm, n_iter, seed, eot_iter)
+    x_adv, fooled = x.copy(), np.zeros(len(x), bool)
+    for restart in range(n_restarts):
+        todo = np.flatnonzero(~fooled)
+        if todo.size == 0:
+            break
+        restart_seed = seed if restart == 0 else int(U.seed_pair(seed, 1000 + restart)[0])
+        adv, ok = apgd(logits_fn, x[todo], y[todo], eps=eps, norm=norm, n_iter=n_iter,
+                       loss=loss, seed=restart_seed, rho=rho, eot_iter=eot_iter)
+        x_adv[todo[ok]] = adv[ok]
+        fooled[todo[ok]] = True
+    return x_adv, fooled
+
+
+def apgd_ce(logits_fn, x, y, *, eps, norm="linf", n_iter=100, seed=0, rho=0.75, n_restarts=1,
+            eot_iter=1):
+    """APGD-CE as run by AutoAttack (standard: one restart; plus: 5; rand: EOT 20).
+    Returns (x_adv, fooled)."""
+    return apgd_restarts(logits_fn, x, y, eps=eps, norm=norm, n_iter=n_iter, loss="ce",
+                         n_restarts=n_restarts, seed=seed, rho=rho, eot_iter=eot_iter)
+
+
+def apgd_dlr(logits_fn, x, y, *, eps, norm="linf", n_iter=100, seed=0, rho=0.75, n_restarts=1,
+             eot_iter=1):
+    """APGD-DLR (untargeted DLR loss), the plus and rand versions' second component.
+    Returns (x_adv, fooled)."""
+    return apgd_restarts(logits_fn, x, y, eps=eps, norm=norm, n_iter=n_iter, loss="dlr",
+                         n_restarts=n_restarts, seed=seed, rho=rho, eot_iter=eot_iter)

@@ -1,5 +1,6 @@
-"""AutoAttack, standard version (Croce & Hein 2020; fra31/auto-attack), for Linf and L2: the
-per-example worst case over APGD-CE, APGD-T, FAB-T and Square, in TensorFlow.
+"""AutoAttack (Croce & Hein 2020; fra31/auto-attack) for Linf and L2, in TensorFlow: its
+standard version, the per-example worst case over APGD-CE, APGD-T, FAB-T and Square, and its
+"plus" and "rand" versions.
 
 As the reference's `run_standard_evaluation`: the clean prediction decides who is attacked;
 the components run in order, each on the examples still robust, in batches; an example stops
@@ -9,7 +10,10 @@ final robust accuracy is at most each component's own. Settings of the standard 
 APGD-CE 100 iterations, 1 restart; APGD-T targeted DLR, 9 targets (the top non-true classes),
 100 iterations; FAB-T 9 targets, 100 iterations, alpha_max 0.1, eta 1.05, beta 0.9; Square
 5000 queries, p_init 0.8, margin loss. With fewer than 10 classes the targets are all other
-classes.
+classes. The reference's other versions (`set_version`): "plus" runs APGD-CE, APGD-DLR (5
+restarts each), untargeted FAB (5 restarts), Square, APGD-T, FAB-T; "rand", for randomised
+defences, runs APGD-CE and APGD-DLR with the gradient averaged over 20 calls of the model
+(EOT), 1 restart. A run with other components or budgets is "custom", never a named version.
 
 Faithful: the algorithms, their hyper-parameters and schedules, target choice, the order and
 the per-example bookkeeping (see each component's module); APGD-T draws a fresh random start
@@ -18,8 +22,8 @@ Differs: APGD stops a batch once all of it is fooled; Square queries fooled exam
 updating them); random numbers are TF stateless ones keyed by `seed`, batch and component, not
 PyTorch's; the reference's sanity checks (randomised defences, softmax outputs) are left to
 `atamp_tf.attacks.sanity`; an output counts only if it also lies in the eps-ball and in [0,1]
-(checked again here, the reference trusts its components); versions "plus" and "rand" and the
-L1 threat model are not implemented.
+(checked again here, the reference trusts its components); the L1 threat model is not
+implemented.
 Why not IBM ART (checked, 1.20.1): its AutoAttack uses DeepFool instead of FAB; its APGD has no
 targeted DLR loss (targeted runs use the untargeted DLR with the target as label), no choice of
 the top-k targets, and returns the last iterate rather than any misclassified one; its Square
@@ -37,22 +41,41 @@ import numpy as np
 from absl import logging
 
 from atamp_tf.attacks import _aa_utils as U
-from atamp_tf.attacks import apgd, fab, geometry, square
+from atamp_tf.attacks import apgd, fab, geometry, registry, square
 
-COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
+COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version, in its order
+# The reference's set_version: each version's components in order, the restarts of its
+# untargeted components (APGD-CE, APGD-DLR, FAB) and its EOT iterations (APGD).
+VERSION_COMPONENTS = {
+    "standard": COMPONENTS,
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+}
+VERSION_SETTINGS = {"standard": {"restarts": 1, "eot_iter": 1},
+                    "plus": {"restarts": 5, "eot_iter": 1},
+                    "rand": {"restarts": 1, "eot_iter": 20}}
+VERSIONS = registry.AUTOATTACK_VERSIONS
+assert tuple(VERSION_COMPONENTS) == VERSIONS == tuple(VERSION_SETTINGS)
+ALL_COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 GRADIENT_FREE = ("square",)
-VERSIONS = ("standard",)
-STANDARD_BUDGET = {"n_iter": 100, "n_queries": 5000}  # the reference's standard version
+STANDARD_BUDGET = {"n_iter": 100, "n_queries": 5000}  # every version's
 
 
 def version_label(version, components, n_iter, n_queries):
-    """What a run may be called: "standard" only with the reference's four components in its
-    order and its full budgets; any other subset or budget is "custom" (the reference's name
-    for a hand-picked run), never standard."""
-    components = tuple(components) if components else COMPONENTS
-    standard = (components == COMPONENTS and n_iter == STANDARD_BUDGET["n_iter"]
-                and n_queries == STANDARD_BUDGET["n_queries"])
-    return version if version == "standard" and standard else "custom"
+    """What a run may be called: a version's name ("standard", "plus", "rand") only with that
+    version's components in its order and the full budgets; any other subset or budget is
+    "custom" (the reference's name for a hand-picked run), never a named version."""
+    check_version(version)
+    components = tuple(components) if components else VERSION_COMPONENTS[version]
+    full = (components == VERSION_COMPONENTS[version] and n_iter == STANDARD_BUDGET["n_iter"]
+            and n_queries == STANDARD_BUDGET["n_queries"])
+    return version if full else "custom"
+
+
+def check_version(version):
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    return version
 N_TARGETS = 9
 # The reference's FAB-T: no final search (atamp_tf.attacks.fab keeps it as an option).
 FAB_SETTINGS = {"alpha_max": 0.1, "eta": 1.05, "beta": 0.9, "final_search_steps": 0}
@@ -91,16 +114,16 @@ class AutoAttackResult:
         return list(self.robust_after.values())[-1]
 
 
-def _check_components(components):
+def _check_components(components, version="standard"):
     if components is None:
-        return COMPONENTS
+        return VERSION_COMPONENTS[version]
     if isinstance(components, str):
         components = (components,)
     components = tuple(components)
-    unknown = [c for c in components if c not in COMPONENTS]
+    unknown = [c for c in components if c not in ALL_COMPONENTS]
     if not components or unknown or len(set(components)) != len(components):
         raise ValueError(f"components must be a non-empty sequence of distinct names from "
-                         f"{COMPONENTS}, got {components!r}")
+                         f"{ALL_COMPONENTS}, got {components!r}")
     return components
 
 
@@ -117,16 +140,16 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
 
     model: a Keras model or TF-traceable function mapping images to logits (None for a
     gradient-free run through predict_fn). eps >= 0 (at 0 no component runs).
-    components: a subset of COMPONENTS, run in the given
-    order (default: all four, standard order); n_iter (APGD, FAB) and n_queries (Square)
-    shrink the run for tests. Returns an AutoAttackResult.
+    version: "standard", "plus" or "rand" (the components, restarts and EOT iterations of
+    VERSION_COMPONENTS / VERSION_SETTINGS). components: names from ALL_COMPONENTS, run in
+    the given order with the version's restarts and EOT (default: the version's own); n_iter
+    (APGD, FAB) and n_queries (Square) shrink the run for tests; either makes it "custom".
+    Returns an AutoAttackResult.
     progress: an atamp_tf.rundir.Progress, saved after every batch of every component; a run
     killed midway and started again with the same arguments (and Progress key) continues after
     the last saved batch and returns what an uninterrupted run returns.
     """
-    if version not in VERSIONS:
-        raise ValueError(f"version must be one of {VERSIONS}, got {version!r} (plus / rand "
-                         f"are not implemented)")
+    check_version(version)
     geometry.check_norm(norm)
     geometry.check_number("eps", eps)  # eps = 0: nothing to attack, robust = correct
     num_classes = geometry.check_number("num_classes", num_classes, low=2, whole=True)
@@ -134,7 +157,7 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
     n_iter = geometry.check_number("n_iter", n_iter, low=1, whole=True)
     n_queries = geometry.check_number("n_queries", n_queries, low=1, whole=True)
     U.check_seed(seed)
-    components = _check_components(components)
+    components = _check_components(components, version)
     if model is None and predict_fn is None:
         raise ValueError("model and predict_fn are both None: pass a Keras model / logits "
                          "function, or a numpy predict_fn for gradient-free components")
@@ -145,6 +168,10 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
     if "apgd-t" in components and num_classes < 4:
         raise ValueError(f"apgd-t (targeted DLR) needs num_classes >= 4, got {num_classes}; "
                          f"leave it out of components")
+    if "apgd-dlr" in components and num_classes < 3:
+        raise ValueError(f"apgd-dlr (DLR loss) needs num_classes >= 3, got {num_classes}; "
+                         f"leave it out of components")
+    restarts, eot_iter = (VERSION_SETTINGS[version][k] for k in ("restarts", "eot_iter"))
     x = U.check_images(x)
     y = U.check_labels(y, len(x), num_classes)
 
@@ -202,7 +229,8 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
             batch_seed = int(U.seed_pair(seed, c_index, b)[0])
             adv = _run_component(name, model, predict_fn, x[idx], y[idx], norm=norm, eps=eps,
                                  n_iter=n_iter, n_queries=n_queries, n_targets=n_targets,
-                                 seed=batch_seed, batch_size=batch_size)
+                                 seed=batch_seed, batch_size=batch_size, restarts=restarts,
+                                 eot_iter=eot_iter)
             fooled = logits(adv).argmax(axis=1) != y[idx]
             valid = _within_threat(adv, x[idx], norm, eps)
             if (fooled & ~valid).any():
@@ -227,8 +255,10 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
         "version": version_label(version, components, n_iter, n_queries), "norm": norm,
         "eps": float(eps), "components": list(components),
         "n_iter": int(n_iter), "n_queries": int(n_queries), "n_target_classes": n_targets,
-        "apgd": {"restarts": 1, "rho": 0.75, "initial_step": "2 * eps"},
-        "fab": dict(FAB_SETTINGS), "square": dict(SQUARE_SETTINGS), "seed": int(seed),
+        "apgd": {"restarts": restarts, "eot_iter": eot_iter, "rho": 0.75,
+                 "initial_step": "2 * eps", "targeted_restarts": 1},
+        "fab": {**FAB_SETTINGS, "restarts": restarts, "targeted_restarts": 1},
+        "square": {**SQUARE_SETTINGS, "restarts": 1}, "seed": int(seed),
         "batch_size": int(batch_size), "num_examples": int(len(x)),
         "num_classes": int(num_classes),
         "square_queries": "predict_fn" if predict_fn is not None else "model",
@@ -241,10 +271,17 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
 
 
 def _run_component(name, model, predict_fn, x, y, *, norm, eps, n_iter, n_queries, n_targets,
-                   seed, batch_size):
-    """One component on one batch of still-robust examples; returns its candidate points."""
-    if name == "apgd-ce":
-        adv, _ = apgd.apgd_ce(model, x, y, eps=eps, norm=norm, n_iter=n_iter, seed=seed)
+                   seed, batch_size, restarts=1, eot_iter=1):
+    """One component on one batch of still-robust examples; returns its candidate points.
+    restarts: of the untargeted components (APGD-CE / -DLR, FAB); eot_iter: of APGD-CE / -DLR
+    (the reference's apgd object; its targeted components always run once per target)."""
+    if name in ("apgd-ce", "apgd-dlr"):
+        adv, _ = apgd.apgd_restarts(model, x, y, eps=eps, norm=norm, n_iter=n_iter,
+                                    loss=name[len("apgd-"):], n_restarts=restarts, seed=seed,
+                                    eot_iter=eot_iter)
+    elif name == "fab":
+        adv, _ = fab.fab_untargeted(model, x, y, eps=eps, norm=norm, n_iter=n_iter,
+                                    n_restarts=restarts, seed=seed, **FAB_SETTINGS)
     elif name == "apgd-t":
         adv, _ = apgd.apgd_targeted(model, x, y, eps=eps, norm=norm, n_iter=n_iter,
                                     n_target_classes=n_targets, seed=seed)

@@ -26,6 +26,9 @@ RUNNERS = ("natural", "fgsm", "pgd", "spsa", "autoattack", "square")
 PGD_STEP_PER_EPS = types.MappingProxyType({"linf": 1 / 4, "l2": 15 / 128})
 _PGD_IMPLEMENTATION = "cleverhans fast_gradient_method + clip_eta in tf.while_loop"
 _AUTOATTACK_QUERIES = 5000
+# AutoAttack's named versions (atamp_tf.attacks.autoattack.VERSION_COMPONENTS says what each
+# runs); a run with other components or budgets is labelled "custom".
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,7 +51,7 @@ class SuiteSettings:
     spsa_max_batch: int | None = _SPSA["max_batch"]
     spsa_early_stop: bool = _SPSA["early_stop"]
     autoattack_version: str = _AUTOATTACK["version"]
-    autoattack_components: tuple = _AUTOATTACK["components"]  # empty: all four, the standard
+    autoattack_components: tuple = _AUTOATTACK["components"]  # empty: the version's own
     autoattack_iters: int = _AUTOATTACK["n_iter"]
     square_queries: int = _AUTOATTACK["n_queries"]
     autoattack_batch_size: int | None = None  # None: the evaluation's batch size
@@ -67,6 +67,10 @@ class SuiteSettings:
         check("spsa_learning_rate", strict=True)
         if self.spsa_max_batch is not None:
             check("spsa_max_batch", low=1, whole=True)
+        if self.autoattack_version not in registry.AUTOATTACK_VERSIONS:
+            raise ValueError(f"autoattack_version (--autoattack_version) must be one of "
+                             f"{', '.join(registry.AUTOATTACK_VERSIONS)}, got "
+                             f"{self.autoattack_version!r}")
         check("autoattack_iters", low=1, whole=True)
         check("square_queries", low=1, whole=True)
         if self.autoattack_batch_size is not None:
@@ -99,7 +103,8 @@ def attack_settings(name, *, norm, eps, settings=SuiteSettings()):
                 "implementation": attack.implementation}
     if runner == "autoattack":
         from atamp_tf.attacks import autoattack  # pylint: disable=import-outside-toplevel
-        components = list(settings.autoattack_components or autoattack.COMPONENTS)
+        components = list(settings.autoattack_components or
+                          autoattack.VERSION_COMPONENTS[settings.autoattack_version])
         version = autoattack.version_label(settings.autoattack_version, components,
                                            settings.autoattack_iters, settings.square_queries)
         return {**common, "version": version, "components": components,

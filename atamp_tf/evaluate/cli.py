@@ -57,12 +57,16 @@ _SPSA_LR = flags.DEFINE_float("spsa_learning_rate", _SPSA["learning_rate"],
                               "SPSA Adam step size.")
 _SPSA_MAX_BATCH = flags.DEFINE_integer("spsa_max_batch", _SPSA["max_batch"],
                                        "Most images per model call inside SPSA.")
-_AA_VERSION = flags.DEFINE_string("autoattack_version", _AUTOATTACK["version"],
-                                  "AutoAttack version.")
+_AA_VERSION = flags.DEFINE_enum(
+    "autoattack_version", _AUTOATTACK["version"], list(registry.AUTOATTACK_VERSIONS),
+    "AutoAttack version, as the reference's: standard (APGD-CE, APGD-T, FAB-T, Square), plus "
+    "(APGD-CE, APGD-DLR, FAB with 5 restarts, Square, APGD-T, FAB-T) or rand (APGD-CE and "
+    "APGD-DLR with EOT over 20 model calls, for randomised defences).")
 _AA_COMPONENTS = flags.DEFINE_list(
     "autoattack_components", [], "AutoAttack components to run, in order, from apgd-ce, "
-    "apgd-t, fab-t, square (default: all four, the standard version). A subset is a weaker "
-    "attack than AutoAttack; the report records which components ran.")
+    "apgd-dlr, apgd-t, fab, fab-t, square, with the version's restarts and EOT (default: "
+    "the version's own). Any other list is labelled custom, never the version's name; "
+    "the report records which components ran.")
 _AA_ITERS = flags.DEFINE_integer("autoattack_iters", _AUTOATTACK["n_iter"],
                                  "APGD / FAB iterations.")
 _SQUARE_QUERIES = flags.DEFINE_integer("square_queries", _AUTOATTACK["n_queries"],

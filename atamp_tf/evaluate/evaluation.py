@@ -332,7 +332,8 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
     checks += sanity.check_accuracies(accuracy, len(x))
     if "keras" in targets:
         subset = slice(0, min(len(x), MODEL_CHECK_EXAMPLES))
-        checks += sanity.check_model(targets["keras"].logits_fn, x[subset], y[subset], norm=norm)
+        checks += sanity.check_model(targets["keras"].logits_fn, x[subset], y[subset], norm=norm,
+                                     randomised_ok=settings.autoattack_version == "rand")
     square_fooled = results.get("autoattack", {}).get("fooled_first_by", {}).get("square")
     if square_fooled is not None:
         checks.append(sanity.check_square_after_white_box(square_fooled, len(x)))

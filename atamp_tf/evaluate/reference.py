@@ -274,9 +274,11 @@ def _check_inputs(x, y, norm, eps):
 
 
 def reference_autoattack(onnx_path, x, y, *, norm, eps, version="standard", batch_size=250,
-                         seed=0, threads=1, module=None):
+                         seed=0, threads=1, module=None, components=None):
     """Runs pyautoattack's AutoAttack(norm, eps, version) on exactly (x, y) against the ONNX
     file converted by onnx2torch (or `module`, its NHWC torch module, if already converted).
+    components: run only these, in this order, with the version's settings (restarts, EOT),
+    labelled "custom" unless they are the version's own.
 
     x: float32 NHWC in [0, 1]; y: integer labels. threads: torch threads for the run (see
     torch_threads). Returns a ReferenceResult; ValueError if the conversion does not reproduce
@@ -301,6 +303,8 @@ def reference_autoattack(onnx_path, x, y, *, norm, eps, version="standard", batc
         with _reference_log() as records:
             attack = AutoAttack(model, norm=REFERENCE_NORMS[norm], eps=float(eps),
                                 version=version, seed=int(seed), device="cpu")
+            if components is not None:
+                attack.attacks_to_run = list(components)
             x_adv, y_adv = attack.run_standard_evaluation(x_nchw, labels,
                                                           batch_size=int(batch_size))
         seconds = time.time() - started
@@ -313,7 +317,9 @@ def reference_autoattack(onnx_path, x, y, *, norm, eps, version="standard", batc
     warnings = [text for level, text in records if level >= std_logging.WARNING]
     for text in warnings:
         logging.warning("reference AutoAttack: %s", text)
-    settings = {"implementation": "pyautoattack.AutoAttack", "version": version,
+    label = (version if components is None or list(components) == list(_named_components(
+        version)) else "custom")
+    settings = {"implementation": "pyautoattack.AutoAttack", "version": label,
                 "norm": REFERENCE_NORMS[norm], "eps": float(eps), "seed": int(seed),
                 "batch_size": int(batch_size), "device": "cpu", "torch_threads": threads,
                 "components": list(attack.attacks_to_run), "input": "NCHW (NHWC model permuted)",
@@ -335,10 +341,16 @@ class OursResult:
     predict: object
 
 
+def _named_components(version):
+    from atamp_tf.attacks import autoattack  # pylint: disable=import-outside-toplevel
+    return autoattack.VERSION_COMPONENTS[version]
+
+
 def our_autoattack(x, y, *, norm, eps, keras_model=None, module=None, num_classes=None,
-                   batch_size=250, seed=0, threads=1):
-    """atamp_tf.attacks.autoattack, standard version, on the Keras model (evaluate's path) or,
-    without one, on the torch module through torch_logits_fn. Returns an OursResult."""
+                   batch_size=250, seed=0, threads=1, version="standard", components=None):
+    """atamp_tf.attacks.autoattack (the given version, optionally only some components) on
+    the Keras model (evaluate's path) or, without one, on the torch module through
+    torch_logits_fn. Returns an OursResult."""
     from atamp_tf.attacks import autoattack  # pylint: disable=import-outside-toplevel
     x, y = _check_inputs(x, y, norm, eps)
     y = y.astype(np.int32)
@@ -357,8 +369,8 @@ def our_autoattack(x, y, *, norm, eps, keras_model=None, module=None, num_classe
     with context:
         started = time.time()
         result = autoattack.autoattack(target, x, y, norm=norm, eps=float(eps),
-                                       num_classes=num_classes, seed=seed, version="standard",
-                                       batch_size=batch_size)
+                                       num_classes=num_classes, seed=seed, version=version,
+                                       batch_size=batch_size, components=components)
         seconds = time.time() - started
     return OursResult(result, name, seconds, predict)
 
@@ -420,21 +432,24 @@ def compare(ours, ref, x, y, *, norm, eps, reference_predict=None):
 
 
 def compare_autoattack(onnx_path, x, y, *, norm, eps, keras_model=None, batch_size=250,
-                       seed=0, threads=1, verbose=True):
-    """Runs both AutoAttacks on (x, y) and returns compare()'s table. The reference attacks
-    the ONNX file (onnx2torch); ours the Keras model if given, else the same torch module."""
+                       seed=0, threads=1, verbose=True, version="standard", components=None):
+    """Runs both AutoAttacks (the same version and components) on (x, y) and returns
+    compare()'s table. The reference attacks the ONNX file (onnx2torch); ours the Keras model
+    if given, else the same torch module."""
     x, y = _check_inputs(x, y, norm, eps)
     with torch_threads(threads):
         module = torch_module(onnx_path)
     if verbose:
         logging.info("reference AutoAttack (pyautoattack) on %d examples", len(x))
     ref = reference_autoattack(onnx_path, x, y, norm=norm, eps=eps, batch_size=batch_size,
-                               seed=seed, threads=threads, module=module)
+                               seed=seed, threads=threads, module=module, version=version,
+                               components=components)
     if verbose:
         logging.info("reference: robust %.4f in %.1f s; ours next", ref.robust.mean(),
                      ref.seconds)
     ours = our_autoattack(x, y, norm=norm, eps=eps, keras_model=keras_model, module=module,
-                          batch_size=batch_size, seed=seed, threads=threads)
+                          batch_size=batch_size, seed=seed, threads=threads, version=version,
+                          components=components)
     report = compare(ours, ref, x, y, norm=norm, eps=eps,
                      reference_predict=lambda a: torch_predict(module, a))
     report["onnx"] = str(onnx_path)
@@ -459,7 +474,9 @@ def markdown_comparison(report):
              f"- ONNX: `{report.get('onnx', '?')}`; ours attacked: {ours['model']}"
              + (f" (`{report['keras_model']}`)" if report.get("keras_model") else ""),
              f"- data: {report.get('examples', str(report['num_examples']) + ' examples')}",
-             f"- threat model: {threat['norm']}, eps = {threat['eps']:.6g}; standard version; "
+             f"- threat model: {threat['norm']}, eps = {threat['eps']:.6g}; "
+             f"{ours['settings'].get('version', 'standard')} version "
+             f"({', '.join(ours['settings'].get('components', []))}); "
              f"seed {ours['settings']['seed']}, batch size {ours['settings']['batch_size']}",
              f"- reference: pyautoattack {ref['settings'].get('pyautoattack', '?')}, torch "
              f"{ref['settings'].get('torch', '?')}, onnx2torch "

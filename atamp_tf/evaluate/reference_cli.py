@@ -15,6 +15,7 @@ import os
 from absl import flags
 
 from atamp_tf import cli
+from atamp_tf.attacks import registry
 from atamp_tf.checkpoints import (
     checkpoint_path,
     load_keras_model,
@@ -43,6 +44,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 250, "Examples per attack batch
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of both sides (their generators differ).")
 _THREADS = flags.DEFINE_integer("torch_threads", 1, "torch intra-op threads (1: fastest for "
                                 "small models on a busy machine).")
+_VERSION = flags.DEFINE_enum("autoattack_version", "standard", list(registry.AUTOATTACK_VERSIONS),
+                             "The AutoAttack version both sides run.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write parity.json / parity.md "
                                   "(default: <onnx file stem>_parity beside the file).")
 
@@ -88,7 +91,8 @@ def main(argv):
     report = reference.compare_autoattack(_ONNX.value, x, y, norm=norm, eps=eps,
                                           keras_model=keras_model,
                                           batch_size=_BATCH_SIZE.value, seed=_SEED.value,
-                                          threads=_THREADS.value)
+                                          threads=_THREADS.value,
+                                          version=_VERSION.value)
     how = "the first" if _NUM_EXAMPLES.value is not None else "all"
     report = {"model_name": os.path.splitext(os.path.basename(_ONNX.value))[0],
               "keras_model": keras_path, "dataset": dataset, "split": _SPLIT.value,
