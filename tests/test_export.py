@@ -1,6 +1,7 @@
 """Export: ONNX parity on real data, loud failure, manifest entry and card, the CLI."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -226,8 +227,7 @@ def test_package_zoo_refuses_a_bundled_file_above_the_size_rule(tmp_path):
     export._check_bundle_rule(tmp_path / "zoo/manifest.json", [("models/big.onnx", big)])
 
 
-SUMMARY = {"epochs_done": 40, "train_seconds": 7200.04, "selected_on": "holdout",
-           "best": {"epoch": 31}, "last": {"epoch": 40}}
+SUMMARY = zoo_helpers.SUMMARY
 
 
 def test_budget_from_run_records_the_selection_and_refuses_a_test_selected_best():
@@ -273,6 +273,22 @@ def test_export_from_a_run_with_a_summary_records_its_budget_on_entry_and_card(
         json.dump(dict(SUMMARY, selected_on="test"), f)
     with pytest.raises(export.ExportError, match="test set"):
         export.read_run_dir(run_dir, "best")
+    # the same checkpoint through --keras_model is refused too: the run directory is found
+    keras_path = os.path.join(run_dir, "checkpoints", "best.keras")
+    with pytest.raises(export.ExportError, match="test set"):
+        export.budget_of_keras_file(keras_path)
+    shutil.copy(keras_path, os.path.join(run_dir, "checkpoints", "last.keras"))
+    assert export.budget_of_keras_file(os.path.join(run_dir, "checkpoints",
+                                                    "last.keras"))["selected_on"] == "last"
+    loose = tmp_path / "loose.keras"
+    shutil.copy(keras_path, loose)
+    assert export.budget_of_keras_file(str(loose)) is None  # no run: nothing recorded
+    os.remove(os.path.join(run_dir, "summary.json"))  # no record of how best was chosen
+    with pytest.raises(export.ExportError, match="no record of how"):
+        export.read_run_dir(run_dir, "best")
+    with pytest.raises(export.ExportError, match="no record of how"):
+        export.budget_of_keras_file(keras_path)
+    assert export.read_run_dir(run_dir, "last")[1].budget is None
 
 
 HEADER = "model,natural,reported,autoattack,source,dataset,norm,eps\n"

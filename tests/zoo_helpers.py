@@ -61,6 +61,9 @@ RUN_CONFIG = {"dataset": "digits", "npz_dir": None, "data_dir": None, "arch": "t
               "method": "at", "amp_delta": 0.1, "amp_xi": 1.0, "amp_steps": 1,
               "amp_scope": "tensor", "amp_warmup_epochs": 0, "amp": True, "seed": 0}
 FLAGS_CFG = "# python -m atamp_tf.train --flagfile=flags.cfg\n--dataset=digits\n--norm=linf\n"
+# summary.json's fields export reads: the best epoch chosen on held-out training examples.
+SUMMARY = {"epochs_done": 40, "train_seconds": 7200.04, "selected_on": "holdout",
+           "best": {"epoch": 31}, "last": {"epoch": 40}}
 
 
 def make_run_dir(root, model, report):
@@ -71,6 +74,8 @@ def make_run_dir(root, model, report):
         json.dump(RUN_CONFIG, f)
     with open(os.path.join(root, "flags.cfg"), "w", encoding="utf-8") as f:
         f.write(FLAGS_CFG)
+    with open(os.path.join(root, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(SUMMARY, f)
     os.makedirs(os.path.join(root, "eval"))  # where python -m atamp_tf.evaluate writes it
     with open(os.path.join(root, "eval", "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f)

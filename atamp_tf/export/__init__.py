@@ -248,7 +248,33 @@ def read_run_dir(run_dir, checkpoint="best", *, flagfile=""):
     if os.path.isfile(summary_path):
         budget = budget_from_run(config, read_json(summary_path, "--run_dir"), checkpoint)
         meta = dataclasses.replace(meta, budget=budget)
+    elif checkpoint == "best":
+        raise ExportError(f"--checkpoint=best: {summary_path} does not exist, so there is no "
+                          "record of how the best epoch was chosen (a deployed checkpoint is "
+                          "never selected on the test set); export --checkpoint=last.")
     return keras_path, meta, config
+
+
+def budget_of_keras_file(keras_path):
+    """training.budget of a .keras file that is a run directory's checkpoints/best.keras or
+    last.keras (the run's summary.json says how it was chosen; ExportError for a best epoch
+    picked on the test set), or None for a file outside a run directory (nothing recorded)."""
+    checkpoint_dir, name = os.path.split(os.path.abspath(keras_path))
+    run_dir = os.path.dirname(checkpoint_dir)
+    paths = rundir.RunPaths(run_dir)
+    config_path = os.path.join(run_dir, "run_config.json")
+    if (os.path.basename(checkpoint_dir) != "checkpoints" or
+            name not in ("best.keras", "last.keras") or not os.path.isfile(config_path)):
+        return None
+    checkpoint = name[:-len(".keras")]
+    if not os.path.isfile(paths.summary):
+        if checkpoint == "best":
+            raise ExportError(f"--keras_model: {keras_path} is a run's best epoch, but "
+                              f"{paths.summary} does not exist, so there is no record of how "
+                              "it was chosen (never on the test set for a deployed model).")
+        return None
+    return budget_from_run(read_json(config_path, "--keras_model"),
+                           read_json(paths.summary, "--keras_model"), checkpoint)
 
 
 def read_report(path):

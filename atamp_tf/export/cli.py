@@ -10,6 +10,7 @@ previous version. Instead of --run_dir, --keras_model=FILE.keras with the traini
 flags (--dataset, --norm, --eps, --arch, --method, --amp_*). Flags live here rather than in
 atamp_tf.export so that importing the library defines no absl flags.
 """
+import dataclasses
 import os
 
 from absl import app, flags
@@ -94,7 +95,11 @@ def _model_source():
                                  "its run_config.json; drop these flags.")
         return export.read_run_dir(_RUN_DIR.value, _CHECKPOINT.value,
                                    flagfile=_TRAIN_FLAGFILE.value)
-    return _KERAS_MODEL.value, _meta_from_flags(), {}
+    meta = _meta_from_flags()
+    budget = export.budget_of_keras_file(_KERAS_MODEL.value)  # inside a run directory
+    if budget is not None:
+        meta = dataclasses.replace(meta, budget=budget)
+    return _KERAS_MODEL.value, meta, {}
 
 
 def _default_report():
