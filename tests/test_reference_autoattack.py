@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from atamp_tf import data, export
+from atamp_tf import data, evaluate, export
 from atamp_tf.attacks.autoattack import AutoAttackResult
 from atamp_tf.evaluate import reference
 from atamp_tf.train import flags as train_flags
@@ -125,16 +125,54 @@ def test_another_model_is_refused(trained, examples):
                                        module=other)
 
 
-def test_linf_agrees_with_the_reference(trained, examples, l2_cli):  # l2_cli: runs meanwhile
-    _, model, onnx_path = trained
+def test_linf_agrees_with_the_reference(trained, examples, l2_cli, tmp_path, monkeypatch):
+    """Ours as `python -m atamp_tf.evaluate` ran it (its report, per_example.npz and
+    adversarial.npz, read back by --ours_from), the reference on the exported ONNX file.
+    (l2_cli: the L2 comparison runs meanwhile, through the command line.)"""
+    run_dir, _, onnx_path = trained
     x, y = examples
+    eval_dir = tmp_path / "eval"
+    evaluation = evaluate.evaluate_path(str(run_dir), attacks="natural,autoattack",
+                                        num_examples=N_EXAMPLES, norm="linf", eps=EPS["linf"],
+                                        batch_size=250, output_dir=str(eval_dir), verbose=False)
     module = reference.torch_module(onnx_path)
+    predict = lambda a: reference.torch_predict(module, a)  # noqa: E731
+    ours = reference.ours_from_evaluation(str(eval_dir), x, y, predict=predict,
+                                          dataset="digits", split="test", norm="linf",
+                                          eps=EPS["linf"])
     ref = reference.reference_autoattack(onnx_path, x, y, norm="linf", eps=EPS["linf"],
                                          module=module)
-    ours = reference.our_autoattack(x, y, norm="linf", eps=EPS["linf"], keras_model=model)
     table = reference.compare(ours, ref, x, y, norm="linf", eps=EPS["linf"],
-                              reference_predict=lambda a: reference.torch_predict(module, a))
+                              reference_predict=predict)
     print(reference.summary_markdown([table]))  # shown by pytest -rP
+    # compare_autoattack(ours_from=...) (the CLI's --ours_from) builds the same table
+    monkeypatch.setattr(reference, "reference_autoattack", lambda *a, **k: ref)
+    via_cli_path = reference.compare_autoattack(onnx_path, x, y, norm="linf", eps=EPS["linf"],
+                                                ours_from=(str(eval_dir), "digits", "test"))
+    assert {k: via_cli_path[k] for k in table} == table
+    per_example = np.load(eval_dir / "per_example.npz")
+    np.testing.assert_array_equal(ours.result.robust_mask, per_example["correct_autoattack"])
+    assert table["ours"]["robust_accuracy"] == evaluation["accuracy"]["autoattack"]
+    assert table["ours"]["seconds"] == pytest.approx(
+        evaluation["attacks"]["autoattack"]["seconds"], rel=1e-3)  # all of them: unscaled
+    adv = ours.result.x_adv
+    assert (predict(adv).argmax(1) != y)[~ours.result.robust_mask & ours.result.robust_after[
+        "clean"]].all()  # every saved adversarial example fools the model
+    half = reference.ours_from_evaluation(str(eval_dir), x[:50], y[:50], predict=predict,
+                                          dataset="digits", split="test", norm="linf",
+                                          eps=EPS["linf"])
+    np.testing.assert_array_equal(half.result.robust_mask, ours.result.robust_mask[:50])
+    with pytest.raises(ValueError, match="another model's evaluation"):
+        reference.ours_from_evaluation(str(eval_dir), x, y, predict=lambda a: -predict(a),
+                                       dataset="digits", split="test", norm="linf",
+                                       eps=EPS["linf"])
+    with pytest.raises(ValueError, match="the comparison is"):
+        reference.ours_from_evaluation(str(eval_dir), x, y, predict=predict, dataset="digits",
+                                       split="test", norm="l2", eps=EPS["linf"])
+    with pytest.raises(ValueError, match="the first 101 examples"):
+        reference.ours_from_evaluation(str(eval_dir), *data.load_arrays(
+            "digits", "test", num_examples=N_EXAMPLES + 1), predict=predict,
+            dataset="digits", split="test", norm="linf", eps=EPS["linf"])
     # Every reference output lies in the eps-ball and in [0, 1] (the reference trusts its
     # components; recomputed here from its arrays).
     assert ref.x_adv.shape == x.shape and ref.x_adv.min() >= 0 and ref.x_adv.max() <= 1

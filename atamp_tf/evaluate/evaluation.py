@@ -141,7 +141,10 @@ def _run_autoattack(name, target, x, y, *, norm, eps, num_classes, seed, batch_s
     extra = {"reported_accuracy": float(result.accuracy),
              "accuracy_after": {k: float(v) for k, v in result.accuracy_after.items()},
              "fooled_first_by": {k: int(np.sum(v)) for k, v in result.component_success.items()},
-             "autoattack_settings": result.settings}
+             "autoattack_settings": result.settings,
+             # per example, moved out of the JSON report into per_example.npz
+             "component_success": {k: np.asarray(v, bool).tolist()
+                                   for k, v in result.component_success.items()}}
     return np.asarray(result.x_adv, np.float32), extra
 
 
@@ -292,7 +295,7 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
     saved = _Saved(state_dir, None if state_dir is None else _evaluation_key(
         keras_model, onnx_path, x, y, norm=norm, eps=eps, names=names, seed=seed,
         batch_size=batch_size, settings=settings))
-    results, skipped, correct = {}, {}, {}
+    results, skipped, correct, fooled_by, adversarial = {}, {}, {}, {}, {}
     for name in names:
         attack = registry.get(name)
         target = targets.get("keras") if attack.needs_gradients else primary
@@ -315,6 +318,12 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
                 continue
             seconds = time.time() - tic
             saved.save(name, x_adv, extra, seconds)
+        extra = dict(extra)
+        component_success = extra.pop("component_success", None)
+        if component_success is not None:  # AutoAttack: who fooled each example, and its output
+            fooled_by.update({f"{name}_fooled_by_{c}": np.asarray(v, bool)
+                              for c, v in component_success.items()})
+            adversarial[name] = x_adv
         logits = natural_logits if name == "natural" else target.predict(x_adv)
         correct[name] = logits.argmax(1) == y
         if name != "natural":
@@ -358,6 +367,8 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         "checks_passed": all(check.passed for check in checks),
         "seconds": round(time.time() - started, 3),
         "per_example": correct,
+        "per_example_components": fooled_by,
+        "adversarial": {name: (x, x_adv) for name, x_adv in adversarial.items()},
     }
 
 
@@ -486,11 +497,32 @@ def write_report(report, output_dir, run_config=None):
     correct = report.get("per_example")
     if isinstance(correct, dict):
         paths["npz"] = os.path.join(output_dir, "per_example.npz")
-        np.savez_compressed(paths["npz"], **{f"correct_{k}": v for k, v in correct.items()})
+        components = report.pop("per_example_components", None) or {}
+        np.savez_compressed(paths["npz"], **{f"correct_{k}": v for k, v in correct.items()},
+                            **components)
         report["per_example"] = {"file": "per_example.npz",
                                  "arrays": [f"correct_{k}" for k in correct],
                                  "meaning": "bool per example, in the order of `examples`: "
                                             "classified correctly at the attack's output"}
+        if components:
+            report["per_example"]["component_arrays"] = list(components)
+            report["per_example"]["component_meaning"] = (
+                "<attack>_fooled_by_<component>: bool per example, that AutoAttack component "
+                "was the first to fool it")
+    adversarial = report.pop("adversarial", None) or {}
+    if adversarial:
+        paths["adversarial"] = os.path.join(output_dir, "adversarial.npz")
+        arrays = {}
+        for name, (x, x_adv) in adversarial.items():
+            moved = np.flatnonzero((x_adv != x).reshape(len(x), -1).any(axis=1))
+            arrays[f"{name}_indices"], arrays[f"{name}_x_adv"] = moved, x_adv[moved]
+        np.savez_compressed(paths["adversarial"], **arrays)
+        report["adversarial"] = {
+            "file": "adversarial.npz", "arrays": list(arrays),
+            "meaning": "<attack>_indices: the examples (positions in `examples`) whose "
+                       "adversarial example differs from the clean image; <attack>_x_adv: "
+                       "those adversarial examples (float32 NHWC in [0,1]); every other "
+                       "example's is its clean image"}
     rundir.atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
     rundir.atomic_write_text(paths["md"], markdown_report(report))
     rundir.atomic_write_json(paths["leaderboard"], leaderboard_entry(report, run_config))

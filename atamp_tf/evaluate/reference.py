@@ -375,6 +375,68 @@ def our_autoattack(x, y, *, norm, eps, keras_model=None, module=None, num_classe
     return OursResult(result, name, seconds, predict)
 
 
+def ours_from_evaluation(eval_dir, x, y, *, predict, dataset, split, norm, eps,
+                         version="standard"):
+    """Our AutoAttack's run read back from an evaluation's output directory (report.json,
+    per_example.npz, adversarial.npz of python -m atamp_tf.evaluate) instead of run again:
+    the examples x, y must be its first len(x) examples. predict: a numpy logits function of
+    the model compared; its clean predictions must be the report's, example by example (the
+    report is then this model's). The time is the evaluation's, scaled to these examples'
+    robust count, so seconds per robust example are the whole evaluation's."""
+    report_path = os.path.join(eval_dir, "report.json")
+    if not os.path.isfile(report_path):
+        raise ValueError(f"--ours_from: {report_path} does not exist; expected the output "
+                         "directory of python -m atamp_tf.evaluate")
+    with open(report_path, encoding="utf-8") as f:
+        report = json.load(f)
+    attack = report.get("attacks", {}).get("autoattack")
+    threat = report.get("threat_model", {})
+    where = f"--ours_from: {report_path}"
+    if attack is None or "adversarial" not in report:
+        raise ValueError(f"{where} has no AutoAttack with saved adversarial examples "
+                         "(evaluate with --attacks=...,autoattack)")
+    settings = attack["autoattack_settings"]
+    wanted = {"dataset": dataset, "split": split, "norm": norm, "version": version}
+    found = {"dataset": report.get("dataset"), "split": report.get("split"),
+             "norm": threat.get("norm"), "version": settings.get("version")}
+    if found != wanted or not np.isclose(threat.get("eps", -1.0), eps, rtol=1e-6):
+        raise ValueError(f"{where} is {found}, eps {threat.get('eps')}; the comparison is "
+                         f"{wanted}, eps {eps}")
+    n = len(x)
+    if report.get("num_examples", 0) < n or not str(report.get("examples", "")).startswith(
+            "the first"):
+        raise ValueError(f"{where} covers {report.get('examples')!r}; the comparison needs "
+                         f"the first {n} examples of the split")
+    per_example = np.load(os.path.join(eval_dir, report["per_example"]["file"]))
+    saved = np.load(os.path.join(eval_dir, report["adversarial"]["file"]))
+    clean = predict(x).argmax(1) == y
+    if not np.array_equal(clean, per_example["correct_natural"][:n]):
+        raise ValueError(f"{where}: its natural predictions differ from this model's on "
+                         f"{int((clean != per_example['correct_natural'][:n]).sum())} of {n} "
+                         "examples: the report is another model's evaluation")
+    components = settings["components"]
+    success = {c: per_example[f"autoattack_fooled_by_{c}"][:n] for c in components}
+    robust_after, robust = {"clean": clean}, clean.copy()
+    for c in components:
+        robust = robust & ~success[c]
+        robust_after[c] = robust.copy()
+    x_adv = x.copy()
+    keep = saved["autoattack_indices"] < n
+    x_adv[saved["autoattack_indices"][keep]] = saved["autoattack_x_adv"][keep]
+    total_robust = int(per_example["correct_autoattack"].sum())
+    seconds = float(attack["seconds"]) * (robust.sum() / total_robust if total_robust else
+                                          n / report["num_examples"])
+    from atamp_tf.attacks import autoattack  # pylint: disable=import-outside-toplevel
+    result = autoattack.AutoAttackResult(
+        x_adv=x_adv, robust_after=robust_after, component_success=success,
+        accuracy=float(robust.mean()), clean_accuracy=float(clean.mean()),
+        accuracy_after={k: float(v.mean()) for k, v in robust_after.items()},
+        settings={**settings, "read_from": report_path,
+                  "timing": f"the evaluation's {attack['seconds']:.0f} s on "
+                            f"{report['num_examples']} examples, scaled by robust count"})
+    return OursResult(result, f"keras (read from {report_path})", seconds, predict)
+
+
 # ---------------------------------------------------------------------------- comparison
 
 def _side(robust, clean, seconds, after, valid):
@@ -432,24 +494,32 @@ def compare(ours, ref, x, y, *, norm, eps, reference_predict=None):
 
 
 def compare_autoattack(onnx_path, x, y, *, norm, eps, keras_model=None, batch_size=250,
-                       seed=0, threads=1, verbose=True, version="standard", components=None):
+                       seed=0, threads=1, verbose=True, version="standard", components=None,
+                       ours_from=None):
     """Runs both AutoAttacks (the same version and components) on (x, y) and returns
     compare()'s table. The reference attacks the ONNX file (onnx2torch); ours the Keras model
-    if given, else the same torch module."""
+    if given, else the same torch module. ours_from: (eval_dir, dataset, split): read ours
+    from that evaluation instead of running it (ours_from_evaluation)."""
     x, y = _check_inputs(x, y, norm, eps)
     with torch_threads(threads):
         module = torch_module(onnx_path)
+    ours = None
+    if ours_from is not None:  # checked before the reference's long run
+        eval_dir, dataset, split = ours_from
+        ours = ours_from_evaluation(eval_dir, x, y, predict=lambda a: torch_predict(module, a),
+                                    dataset=dataset, split=split, norm=norm, eps=eps,
+                                    version=version)
     if verbose:
         logging.info("reference AutoAttack (pyautoattack) on %d examples", len(x))
     ref = reference_autoattack(onnx_path, x, y, norm=norm, eps=eps, batch_size=batch_size,
                                seed=seed, threads=threads, module=module, version=version,
                                components=components)
     if verbose:
-        logging.info("reference: robust %.4f in %.1f s; ours next", ref.robust.mean(),
-                     ref.seconds)
-    ours = our_autoattack(x, y, norm=norm, eps=eps, keras_model=keras_model, module=module,
-                          batch_size=batch_size, seed=seed, threads=threads, version=version,
-                          components=components)
+        logging.info("reference: robust %.4f in %.1f s", ref.robust.mean(), ref.seconds)
+    if ours is None:
+        ours = our_autoattack(x, y, norm=norm, eps=eps, keras_model=keras_model, module=module,
+                              batch_size=batch_size, seed=seed, threads=threads,
+                              version=version, components=components)
     report = compare(ours, ref, x, y, norm=norm, eps=eps,
                      reference_predict=lambda a: torch_predict(module, a))
     report["onnx"] = str(onnx_path)

@@ -46,6 +46,10 @@ _THREADS = flags.DEFINE_integer("torch_threads", 1, "torch intra-op threads (1: 
                                 "small models on a busy machine).")
 _VERSION = flags.DEFINE_enum("autoattack_version", "standard", list(registry.AUTOATTACK_VERSIONS),
                              "The AutoAttack version both sides run.")
+_OURS_FROM = flags.DEFINE_string(
+    "ours_from", None, "Read our AutoAttack from this python -m atamp_tf.evaluate output "
+    "directory (its first --num_examples examples, same model, threat model and version) "
+    "instead of running it again; only the reference runs.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write parity.json / parity.md "
                                   "(default: <onnx file stem>_parity beside the file).")
 
@@ -67,6 +71,9 @@ def _settings():
             raise ValueError(f"--{flag} is required (no --model run directory names one)")
     if _NUM_EXAMPLES.value is not None and _NUM_EXAMPLES.value < 1:
         raise ValueError(f"--num_examples must be >= 1, got {_NUM_EXAMPLES.value}")
+    if _OURS_FROM.value and not os.path.isfile(os.path.join(_OURS_FROM.value, "report.json")):
+        raise ValueError(f"--ours_from: {_OURS_FROM.value} has no report.json; expected the "
+                         "output directory of python -m atamp_tf.evaluate")
     if _BATCH_SIZE.value < 1 or _THREADS.value < 1:
         raise ValueError("--batch_size and --torch_threads must be >= 1")
     return keras_path, dataset, norm, eps, config
@@ -92,7 +99,9 @@ def main(argv):
                                           keras_model=keras_model,
                                           batch_size=_BATCH_SIZE.value, seed=_SEED.value,
                                           threads=_THREADS.value,
-                                          version=_VERSION.value)
+                                          version=_VERSION.value,
+                                          ours_from=(_OURS_FROM.value, dataset, _SPLIT.value)
+                                          if _OURS_FROM.value else None)
     how = "the first" if _NUM_EXAMPLES.value is not None else "all"
     report = {"model_name": os.path.splitext(os.path.basename(_ONNX.value))[0],
               "keras_model": keras_path, "dataset": dataset, "split": _SPLIT.value,
