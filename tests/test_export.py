@@ -291,6 +291,46 @@ def test_export_from_a_run_with_a_summary_records_its_budget_on_entry_and_card(
     assert export.read_run_dir(run_dir, "last")[1].budget is None
 
 
+def _parity_table(sha256, *, norm="linf", eps=0.1):
+    """The parts of a reference_cli parity.json that --add_parity reads."""
+    versions = {"pyautoattack": "0.2.0", "torch": "2.13.0", "onnx2torch": "1.5.15"}
+    return {"onnx_sha256": sha256, "num_examples": 64, "examples": "the first 64 examples",
+            "threat_model": {"norm": norm, "eps": eps}, "agreement": 62 / 64,
+            "ours": {"robust_accuracy": 0.5, "settings": {"version": "standard"}},
+            "reference": {"robust_accuracy": 0.515625, "settings": versions},
+            "disagreements": [{"index": 40}, {"index": 7}]}
+
+
+def test_add_parity_records_the_reference_comparison_on_entry_and_card(
+        model, examples, tmp_path):
+    x, y = examples
+    report = zoo_helpers.make_report(model, x, y)
+    run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
+    entry = _export_run(run_dir, tmp_path, report)
+    manifest = tmp_path / "zoo/manifest.json"
+    parity = tmp_path / "parity.json"
+    parity.write_text(json.dumps(_parity_table(entry["file"]["sha256"])))
+    updated = export.add_reference_parity(str(manifest), entry["name"], str(parity))
+    block = zoo_manifest.read_manifest(manifest)["models"][0]["reference_parity"]
+    assert block == updated["reference_parity"]
+    assert (block["num_disagree"], block["disagree_indices"]) == (2, [7, 40])
+    card = (tmp_path / "zoo/cards/digits-linf-tiny.md").read_text()
+    assert "## AutoAttack against the reference" in card
+    assert "robust accuracy 50.00% (ours) and 51.56% (reference)" in card
+    assert "agree on 96.88% of the examples, 2 differ (examples 7, 40)" in card
+    for table, match in [(_parity_table("0" * 64), "not this model"),
+                         (_parity_table(entry["file"]["sha256"], norm="l2"), "but digits"),
+                         ({"num_examples": 3}, "lacks")]:
+        parity.write_text(json.dumps(table))
+        with pytest.raises(export.ExportError, match=match):
+            export.add_reference_parity(str(manifest), entry["name"], str(parity))
+    with pytest.raises(export.ExportError, match="no zoo entry"):
+        export.add_reference_parity(str(manifest), "other", str(parity))
+    bad = dict(block, disagree_indices=[7])  # fewer indices than num_disagree
+    with pytest.raises(zoo_manifest.ManifestError, match="disagree_indices"):
+        zoo_manifest.validate_entry({**updated, "reference_parity": bad})
+
+
 HEADER = "model,natural,reported,autoattack,source,dataset,norm,eps\n"
 
 

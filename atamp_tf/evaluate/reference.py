@@ -523,6 +523,8 @@ def compare_autoattack(onnx_path, x, y, *, norm, eps, keras_model=None, batch_si
     report = compare(ours, ref, x, y, norm=norm, eps=eps,
                      reference_predict=lambda a: torch_predict(module, a))
     report["onnx"] = str(onnx_path)
+    from atamp_tf.rundir import sha256_file  # pylint: disable=import-outside-toplevel
+    report["onnx_sha256"] = sha256_file(onnx_path)  # the very file the reference attacked
     if verbose:
         logging.info("ours: robust %.4f in %.1f s; agreement %.4f (%d disagree)",
                      report["ours"]["robust_accuracy"], ours.seconds, report["agreement"],

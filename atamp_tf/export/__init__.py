@@ -533,3 +533,56 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
     zoo_manifest.write_manifest(manifest_path, manifest)
     return entry
 
+
+
+def reference_parity_block(parity, report_path):
+    """The manifest's reference_parity block from a reference_cli table (parity.json)."""
+    missing = [k for k in ("onnx_sha256", "num_examples", "ours", "reference", "agreement",
+                           "disagreements") if k not in parity]
+    if missing:
+        raise ExportError(f"--add_parity: {report_path} lacks {missing}; expected the "
+                          "parity.json of python -m atamp_tf.evaluate.reference_cli (run "
+                          "since session 7, which records the ONNX file's sha256)")
+    ref = parity["reference"]["settings"]
+    return {
+        "report": report_path, "onnx_sha256": parity["onnx_sha256"],
+        "version": parity["ours"]["settings"].get("version", "standard"),
+        "examples": parity.get("examples", f"{parity['num_examples']} examples"),
+        "num_examples": int(parity["num_examples"]),
+        "robust_ours": float(parity["ours"]["robust_accuracy"]),
+        "robust_reference": float(parity["reference"]["robust_accuracy"]),
+        "agreement": float(parity["agreement"]),
+        "num_disagree": len(parity["disagreements"]),
+        "disagree_indices": sorted(int(r["index"]) for r in parity["disagreements"]),
+        "reference": f"pyautoattack {ref.get('pyautoattack', '?')}, torch {ref.get('torch', '?')}"
+                     f", onnx2torch {ref.get('onnx2torch', '?')}",
+    }
+
+
+def add_reference_parity(manifest_path, name, parity_path):
+    """Records a reference_cli comparison (parity.json) on zoo entry `name` and rewrites its
+    card (the entry's `card`, beside the manifest). ExportError unless the comparison
+    attacked this entry's file (same sha256) under its threat model. Returns the entry."""
+    manifest = zoo_manifest.read_manifest(manifest_path)
+    entry = zoo_manifest.find_entry(manifest, name)
+    if entry is None:
+        raise ExportError(f"--name: no zoo entry {name!r} in {manifest_path}")
+    parity = read_json(parity_path, "--add_parity")
+    block = reference_parity_block(parity, parity_path)
+    if block["onnx_sha256"] != entry["file"]["sha256"]:
+        raise ExportError(f"--add_parity: {parity_path} compared the ONNX file with sha256 "
+                          f"{block['onnx_sha256'][:16]}..., but {name}'s file is "
+                          f"{entry['file']['sha256'][:16]}...: not this model")
+    threat = parity.get("threat_model", {})
+    if (threat.get("norm") != entry["threat_model"]["norm"] or not math.isclose(
+            threat.get("eps", -1.0), entry["threat_model"]["eps"], rel_tol=1e-6)):
+        raise ExportError(f"--add_parity: {parity_path} is at {threat}, but {name} is "
+                          f"{entry['threat_model']}")
+    entry = {**entry, "reference_parity": block}
+    zoo_manifest.validate_entry(entry, where=f"{name} with --add_parity")
+    manifest["models"] = [entry if m["name"] == name else m for m in manifest["models"]]
+    zoo_manifest.validate_manifest(manifest)
+    card_path = os.path.join(os.path.dirname(os.path.abspath(manifest_path)), entry["card"])
+    atomic_write_text(card_path, model_card.render_card(entry))
+    zoo_manifest.write_manifest(manifest_path, manifest)
+    return entry

@@ -45,6 +45,10 @@ _COMPARED_WITH = flags.DEFINE_string(
 _NOTES = flags.DEFINE_string("notes", "", "Free-text notes on the model's scope (e.g. "
                              "'Reduced-scale model: ...'), recorded as the entry's notes and "
                              "shown as the card's Scope section; omitted when empty.")
+_ADD_PARITY = flags.DEFINE_string(
+    "add_parity", None, "Instead of exporting: record this parity.json of python -m "
+    "atamp_tf.evaluate.reference_cli (our AutoAttack against the reference, on the entry's "
+    "own ONNX file) on the existing zoo entry --name, and rewrite its card.")
 _OPSET = flags.DEFINE_integer("opset", export.DEFAULT_OPSET, "ONNX opset.", lower_bound=13)
 _ATOL = flags.DEFINE_float("atol", export.DEFAULT_ATOL, "Largest allowed |logit difference| "
                            "between Keras and onnxruntime.", lower_bound=0.0)
@@ -115,6 +119,15 @@ def _default_report():
 
 def main(argv):
     cli.no_positional(argv)
+    if _ADD_PARITY.value:
+        if not _NAME.value:
+            raise app.UsageError("--add_parity needs --name, the zoo entry it is about.")
+        entry = export.add_reference_parity(_MANIFEST.value, _NAME.value, _ADD_PARITY.value)
+        parity = entry["reference_parity"]
+        print(f"{entry['name']}: reference parity on {parity['num_examples']} examples, "
+              f"agreement {parity['agreement']:.4f} ({parity['num_disagree']} differ); "
+              f"manifest {_MANIFEST.value}, card {entry['card']}.")
+        return
     _export()
 
 

@@ -72,6 +72,23 @@ def _compared_with(entry):
             + "\n".join(rows) + "\n")
 
 
+def _reference_parity(entry):
+    """The card's section on our AutoAttack against the reference's, on this very file."""
+    parity = entry.get("reference_parity")
+    if not parity:
+        return ""
+    n, disagree = parity["num_examples"], parity["num_disagree"]
+    which = (f" (examples {', '.join(str(i) for i in parity['disagree_indices'])})"
+             if 0 < disagree <= 20 else "")
+    return (f"\n## AutoAttack against the reference\nThe {parity['version']} AutoAttack of this "
+            f"project and the reference implementation ({parity['reference']}, on this ONNX "
+            f"file) on {parity['examples']} ({n} examples): robust accuracy "
+            f"{_fraction(parity['robust_ours'])} (ours) and "
+            f"{_fraction(parity['robust_reference'])} (reference); they agree on "
+            f"{_fraction(parity['agreement'])} of the examples, {disagree} differ{which}. "
+            f"Per-example table: `{parity['report']}`.\n")
+
+
 def _budget(training):
     """The card's training-budget lines: what the checkpoint cost and how it was chosen."""
     budget = training.get("budget")
@@ -127,7 +144,7 @@ Evaluated on {metrics['examples']} ({metrics['num_examples']} examples of the
 {_metrics_table(metrics)}
 
 Worst case per example: {_worst_case(worst)}.
-{_compared_with(entry)}
+{_compared_with(entry)}{_reference_parity(entry)}
 ## Model
 - Architecture: {arch['arch']}{f' ({sizes})' if sizes else ''}
 - Training: {training['method']} {amp_text}

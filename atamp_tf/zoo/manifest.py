@@ -26,7 +26,11 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 _ENTRY_REQUIRED = ("name", "dataset", "threat_model", "architecture", "training", "metrics",
                    "file", "input", "output", "licence", "created", "code_version", "card")
 _ENTRY_OPTIONAL = ("keras_url", "keras_sha256", "parity", "notes", "previous_versions",
-                   "compared_with")
+                   "compared_with", "reference_parity")
+# Our AutoAttack against the reference one on this entry's ONNX file (reference_cli's table).
+_REFERENCE_PARITY_FIELDS = ("report", "onnx_sha256", "version", "examples", "num_examples",
+                            "robust_ours", "robust_reference", "agreement", "num_disagree",
+                            "disagree_indices", "reference")
 # What a published checkpoint cost and how it was chosen (training.budget, from the run).
 _BUDGET_FIELDS = ("epochs", "attack_steps", "train_seconds", "checkpoint", "epoch",
                   "selected_on")
@@ -207,6 +211,29 @@ def _check_compared_with(c, entry):
                 c.number(row, f"{field}.{key}", key, low=0, high=1)
 
 
+def _check_reference_parity(c, entry):
+    """reference_parity: our AutoAttack and the reference's on this very file (its sha256),
+    per example: how many examples, both robust accuracies, how many and which disagree."""
+    parity = c.obj(entry, "reference_parity", "reference_parity")
+    if set(parity) != set(_REFERENCE_PARITY_FIELDS):
+        c.fail("reference_parity", f"exactly the fields {list(_REFERENCE_PARITY_FIELDS)}",
+               sorted(parity))
+    for key in ("report", "version", "examples", "reference"):
+        c.string(parity, f"reference_parity.{key}", key)
+    sha = c.string(parity, "reference_parity.onnx_sha256", "onnx_sha256")
+    if sha != entry.get("file", {}).get("sha256"):
+        c.fail("reference_parity.onnx_sha256", "the sha256 of the entry's own file", sha)
+    n = c.integer(parity, "reference_parity.num_examples", "num_examples", low=1)
+    for key in ("robust_ours", "robust_reference", "agreement"):
+        c.number(parity, f"reference_parity.{key}", key, low=0, high=1)
+    disagree = c.integer(parity, "reference_parity.num_disagree", "num_disagree", low=0)
+    indices = parity["disagree_indices"]
+    if (not isinstance(indices, list) or len(indices) != disagree
+            or not all(_is_int(i) and 0 <= i < n for i in indices)):
+        c.fail("reference_parity.disagree_indices",
+               f"a list of num_disagree ({disagree}) example positions below {n}", indices)
+
+
 def _check_metrics(c, entry):
     metrics = c.obj(entry, "metrics", "metrics")
     c.string(metrics, "metrics.split", "split")
@@ -335,6 +362,8 @@ def validate_entry(entry, where="manifest entry"):
     _check_previous_versions(c, entry)
     if "compared_with" in entry:
         _check_compared_with(c, entry)
+    if "reference_parity" in entry:
+        _check_reference_parity(c, entry)
 
 
 def validate_manifest(obj):
