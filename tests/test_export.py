@@ -317,7 +317,7 @@ def test_add_parity_records_the_reference_comparison_on_entry_and_card(
     card = (tmp_path / "zoo/cards/digits-linf-tiny.md").read_text()
     assert "## AutoAttack against the reference" in card
     assert "robust accuracy 50.00% (ours) and 51.56% (reference)" in card
-    assert "agree on 96.88% of the examples, 2 differ (examples 7, 40)" in card
+    assert "agree on 96.88% of the examples; 2 differ (examples 7, 40)" in card
     for table, match in [(_parity_table("0" * 64), "not this model"),
                          (_parity_table(entry["file"]["sha256"], norm="l2"), "but digits"),
                          ({"num_examples": 3}, "lacks")]:

@@ -78,14 +78,16 @@ def _reference_parity(entry):
     if not parity:
         return ""
     n, disagree = parity["num_examples"], parity["num_disagree"]
-    which = (f" (examples {', '.join(str(i) for i in parity['disagree_indices'])})"
+    which = (f" ({'example' if disagree == 1 else 'examples'} "
+             f"{', '.join(str(i) for i in parity['disagree_indices'])})"
              if 0 < disagree <= 20 else "")
     return (f"\n## AutoAttack against the reference\nThe {parity['version']} AutoAttack of this "
             f"project and the reference implementation ({parity['reference']}, on this ONNX "
             f"file) on {parity['examples']} ({n} examples): robust accuracy "
             f"{_fraction(parity['robust_ours'])} (ours) and "
             f"{_fraction(parity['robust_reference'])} (reference); they agree on "
-            f"{_fraction(parity['agreement'])} of the examples, {disagree} differ{which}. "
+            f"{_fraction(parity['agreement'])} of the examples; {disagree} "
+            f"{'differs' if disagree == 1 else 'differ'}{which}. "
             f"Per-example table: `{parity['report']}`.\n")
 
 
