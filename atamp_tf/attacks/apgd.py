@@ -90,11 +90,7 @@ def _build(logits_fn, norm, loss_name, image_shape, eot_iter=1):
     @tf.function(input_signature=[spec, lab, lab, num, cnt, cnt, cnt, cnt, num,
                                   tf.TensorSpec([2], tf.int64)], autograph=False)
     def run(x, y, yt, eps, n_iter, k0, k_min, k_decr, rho, seed):
-        if norm == "linf":
-            t = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0)
-        else:
-            t = tf.random.stateless_normal(tf.shape(x), seed)
-        x_adv = tf.clip_by_value(x + eps * geometry.normalize(t, norm), 0.0, 1.0)
+        x_adv = geometry.random_on_sphere(x, radius=eps, norm=norm, seed=seed)
         logits, loss, grad = loss_and_grad(x_adv, y, yt)
         acc = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
         batch = tf.shape(x)[0]
@@ -249,18 +245,3 @@ def apgd_restarts(logits_fn, x, y, *, eps, norm="linf", n_iter=100, loss="ce", n
         fooled[todo[ok]] = True
     return x_adv, fooled
 
-
-def apgd_ce(logits_fn, x, y, *, eps, norm="linf", n_iter=100, seed=0, rho=0.75, n_restarts=1,
-            eot_iter=1):
-    """APGD-CE as run by AutoAttack (standard: one restart; plus: 5; rand: EOT 20).
-    Returns (x_adv, fooled)."""
-    return apgd_restarts(logits_fn, x, y, eps=eps, norm=norm, n_iter=n_iter, loss="ce",
-                         n_restarts=n_restarts, seed=seed, rho=rho, eot_iter=eot_iter)
-
-
-def apgd_dlr(logits_fn, x, y, *, eps, norm="linf", n_iter=100, seed=0, rho=0.75, n_restarts=1,
-             eot_iter=1):
-    """APGD-DLR (untargeted DLR loss), the plus and rand versions' second component.
-    Returns (x_adv, fooled)."""
-    return apgd_restarts(logits_fn, x, y, eps=eps, norm=norm, n_iter=n_iter, loss="dlr",
-                         n_restarts=n_restarts, seed=seed, rho=rho, eot_iter=eot_iter)

@@ -59,16 +59,6 @@ def _closest_plane(fn, x1, y, norm, num_classes):
             tf.gather(dg, closest, axis=1, batch_dims=1))
 
 
-def _random_start(x0, radius, norm, seed):
-    """x0 moved by `radius` in a random direction (uniform signs-and-sizes for Linf, Gaussian
-    for L2), clipped to [0,1]: the reference's start of a later FAB restart."""
-    if norm == "linf":
-        t = tf.random.stateless_uniform(tf.shape(x0), seed, -1.0, 1.0)
-    else:
-        t = tf.random.stateless_normal(tf.shape(x0), seed)
-    return tf.clip_by_value(x0 + radius * geometry.normalize(t, norm), 0.0, 1.0)
-
-
 def _build(logits_fn, norm, image_shape, num_classes=None):
     """The compiled FAB run; targeted when num_classes is None, else untargeted over
     num_classes classes."""
@@ -87,8 +77,10 @@ def _build(logits_fn, norm, image_shape, num_classes=None):
     def run(x0, y, yt, n_iter, alpha_max, eta, beta, search_steps, start_radius, seed):
         x0_flat = U.flat(x0)
         n = tf.shape(x0)[0]
-        x_start = tf.cond(start_radius > 0, lambda: _random_start(x0, start_radius, norm, seed),
-                          lambda: x0)
+        x_start = tf.cond(
+            start_radius > 0,
+            lambda: geometry.random_on_sphere(x0, radius=start_radius, norm=norm, seed=seed),
+            lambda: x0)
 
         def body(i, x1, adv, res):
             if num_classes is None:

@@ -179,3 +179,14 @@ def random_perturbation(x, *, eps, norm, seed, l2_radius="uniform"):
 def random_in_ball(x, *, eps, norm, seed):
     """A random start x + random_perturbation (radius eps * U(0, 1) under L2), in [0, 1]."""
     return tf.clip_by_value(x + random_perturbation(x, eps=eps, norm=norm, seed=seed), 0.0, 1.0)
+
+
+def random_on_sphere(x, *, radius, norm, seed):
+    """x moved by `radius` along a random direction (uniform entries for L-inf, Gaussian for
+    L2, scaled to unit norm), clipped to [0, 1]: the reference AutoAttack's random start of
+    APGD and of FAB's later restarts."""
+    if norm == "linf":
+        t = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0)
+    else:
+        t = tf.random.stateless_normal(tf.shape(x), seed)
+    return tf.clip_by_value(x + radius * normalize(t, norm), 0.0, 1.0)

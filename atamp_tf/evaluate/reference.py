@@ -34,6 +34,7 @@ import numpy as np
 from absl import logging
 
 from atamp_tf.attacks import suite
+from atamp_tf.rundir import sha256_file
 
 REFERENCE_NORMS = {"linf": "Linf", "l2": "L2"}
 BALL_TOLERANCE = 1e-6  # as atamp_tf.attacks.autoattack: float32 rounding of the projections
@@ -317,8 +318,8 @@ def reference_autoattack(onnx_path, x, y, *, norm, eps, version="standard", batc
     warnings = [text for level, text in records if level >= std_logging.WARNING]
     for text in warnings:
         logging.warning("reference AutoAttack: %s", text)
-    label = (version if components is None or list(components) == list(_named_components(
-        version)) else "custom")
+    from atamp_tf.attacks import autoattack  # pylint: disable=import-outside-toplevel
+    label = autoattack.version_label(version, components, **autoattack.STANDARD_BUDGET)
     settings = {"implementation": "pyautoattack.AutoAttack", "version": label,
                 "norm": REFERENCE_NORMS[norm], "eps": float(eps), "seed": int(seed),
                 "batch_size": int(batch_size), "device": "cpu", "torch_threads": threads,
@@ -339,11 +340,6 @@ class OursResult:
     model: str
     seconds: float
     predict: object
-
-
-def _named_components(version):
-    from atamp_tf.attacks import autoattack  # pylint: disable=import-outside-toplevel
-    return autoattack.VERSION_COMPONENTS[version]
 
 
 def our_autoattack(x, y, *, norm, eps, keras_model=None, module=None, num_classes=None,
@@ -523,7 +519,6 @@ def compare_autoattack(onnx_path, x, y, *, norm, eps, keras_model=None, batch_si
     report = compare(ours, ref, x, y, norm=norm, eps=eps,
                      reference_predict=lambda a: torch_predict(module, a))
     report["onnx"] = str(onnx_path)
-    from atamp_tf.rundir import sha256_file  # pylint: disable=import-outside-toplevel
     report["onnx_sha256"] = sha256_file(onnx_path)  # the very file the reference attacked
     if verbose:
         logging.info("ours: robust %.4f in %.1f s; agreement %.4f (%d disagree)",
