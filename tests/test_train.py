@@ -134,6 +134,10 @@ def test_checkpoints_load_predict_and_match_the_metrics(tiny_run):
                                           steps=2, batch_size=16, seed=run.config.seed * 2 + 1)
     nat, adv = evaluator()
     assert nat == pytest.approx(summary["best"]["test_natural_acc"])
+    # the run's test and train evaluators shared one compiled graph, traced once
+    epoch_evaluation = run.callbacks[0]
+    assert epoch_evaluation.test._counts is epoch_evaluation.train._counts
+    assert epoch_evaluation.test._counts.experimental_get_tracing_count() == 1
     assert adv == pytest.approx(summary["best"]["test_robust_acc"])
 
 

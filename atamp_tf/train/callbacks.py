@@ -9,6 +9,7 @@
   rewrites metrics.csv, summary.json, the last / best checkpoints and the plots from it.
 Order in the callback list: EpochEvaluation, TensorBoard, RunRecorder.
 """
+import copy
 import time
 
 import keras
@@ -23,27 +24,22 @@ class RobustEvaluator:
     """Natural and PGD accuracy of `network` on fixed arrays, compiled, reproducible.
 
     Batch i's random start is keyed by (seed, i), so every call attacks from the same points.
+    `on(x, y, seed=...)` gives an evaluator of other arrays that shares the compiled graph
+    (a run's test, train and held-out subsets trace it once, not three times).
     """
 
     def __init__(self, network, x, y, *, norm, eps, step_size, steps, batch_size, seed):
-        self.network = network
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        spec = (tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([2], tf.int64))
+        self._counts = _compiled_counts(network, x.shape[1:], norm=norm, eps=eps,
+                                        step_size=step_size, steps=steps)
 
-        @tf.function(input_signature=spec, reduce_retracing=True)
-        def correct(xb, yb, seed):
-            def logits_fn(images):
-                return tf.cast(network(images, training=False), tf.float32)
-            nat = tf.argmax(logits_fn(xb), axis=-1, output_type=tf.int32) == yb
-            x_adv = pgd(logits_fn, xb, yb, eps=eps, step_size=step_size, steps=steps,
-                        norm=norm, random_start=True, seed=seed)
-            adv = tf.argmax(logits_fn(x_adv), axis=-1, output_type=tf.int32) == yb
-            return (tf.reduce_sum(tf.cast(nat, tf.int32)), tf.reduce_sum(tf.cast(adv, tf.int32)))
-
-        self._correct = correct
+    def on(self, x, y, *, seed):
+        """The same network and attack on other arrays (same image shape), sharing the graph."""
+        other = copy.copy(self)
+        other.x, other.y, other.seed = x, y, int(seed)
+        return other
 
     def __call__(self):
         """(natural accuracy, robust accuracy) as fractions in [0, 1]."""
@@ -53,12 +49,30 @@ class RobustEvaluator:
         nat = adv = 0
         for i, start in enumerate(range(0, n, self.batch_size)):
             stop = start + self.batch_size
-            c_nat, c_adv = self._correct(tf.constant(self.x[start:stop]),
+            c_nat, c_adv = self._counts(tf.constant(self.x[start:stop]),
                                          tf.constant(self.y[start:stop]),
                                          tf.constant([self.seed, i], tf.int64))
             nat += int(c_nat)
             adv += int(c_adv)
         return nat / n, adv / n
+
+
+def _compiled_counts(network, image_shape, *, norm, eps, step_size, steps):
+    """A compiled (natural correct, PGD-robust correct) count of a batch, seeded per call."""
+    spec = (tf.TensorSpec([None, *image_shape], tf.float32), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([2], tf.int64))
+
+    @tf.function(input_signature=spec, reduce_retracing=True)
+    def counts(xb, yb, seed):
+        def logits_fn(images):
+            return tf.cast(network(images, training=False), tf.float32)
+        nat = tf.argmax(logits_fn(xb), axis=-1, output_type=tf.int32) == yb
+        x_adv = pgd(logits_fn, xb, yb, eps=eps, step_size=step_size, steps=steps,
+                    norm=norm, random_start=True, seed=seed)
+        adv = tf.argmax(logits_fn(x_adv), axis=-1, output_type=tf.int32) == yb
+        return (tf.reduce_sum(tf.cast(nat, tf.int32)), tf.reduce_sum(tf.cast(adv, tf.int32)))
+
+    return counts
 
 
 class EpochEvaluation(keras.callbacks.Callback):

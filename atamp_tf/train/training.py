@@ -305,9 +305,16 @@ def chief_callbacks(run, eval_sets):
     # Seeds of the random starts: test, train, and the held-out stream (apart from both for
     # any --seed).
     seeds = (config.seed * 2 + 1, config.seed * 2 + 2, config.seed * 2 + HOLDOUT_SEED_OFFSET)
-    evaluators = [None if arrays is None else
-                  callbacks.RobustEvaluator(run.model.network, *arrays, seed=seed, **eval_kwargs)
-                  for arrays, seed in zip(eval_sets, seeds)]
+    evaluators, shared = [], None  # one compiled graph for all of them
+    for arrays, seed in zip(eval_sets, seeds):
+        if arrays is None:
+            evaluators.append(None)
+        elif shared is None:
+            shared = callbacks.RobustEvaluator(run.model.network, *arrays, seed=seed,
+                                               **eval_kwargs)
+            evaluators.append(shared)
+        else:
+            evaluators.append(shared.on(*arrays, seed=seed))
     out = [callbacks.EpochEvaluation(*evaluators)]
     if config.tensorboard and tensorboard_installed():
         out.append(keras.callbacks.TensorBoard(run.paths.tensorboard, write_graph=False,
