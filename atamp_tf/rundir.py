@@ -65,6 +65,32 @@ class RunPaths:
             os.makedirs(path, exist_ok=True)
 
 
+def lock_run_dir(root):
+    """An exclusive lock of a run directory, held by the open file it returns: a second
+    training of the same directory is refused instead of interleaving with the first. The OS
+    drops it when the holder closes it or dies (SIGKILL included), so no stale lock remains.
+    Raises ValueError naming --out_dir when another process holds it."""
+    try:
+        import fcntl  # pylint: disable=import-outside-toplevel  (POSIX only)
+    except ImportError:  # no advisory locks here: nothing to hold
+        return None
+    handle = open(os.path.join(root, ".lock"), "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise ValueError(f"--out_dir: {root} is being trained by another process"
+                         f"{f' (pid {holder})' if holder else ''}; wait for it to end, or "
+                         "choose another --out_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def sha256_file(path, chunk_size=1 << 20):
     """Hex sha256 of the file at path, read in chunks."""
     digest = hashlib.sha256()

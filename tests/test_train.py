@@ -464,3 +464,30 @@ def test_kill_after_the_last_state_save_still_completes_the_run(tmp_path, monkey
     last = keras.saving.load_model(out / "checkpoints" / "last.keras")
     for a, b in zip(last.weights, run.model.network.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_run_directory_trains_in_one_process_at_a_time(tmp_path, monkeypatch):
+    """A second training of a directory another process holds is refused naming --out_dir,
+    before it writes anything; the lock goes with its holder (a SIGKILLed holder's too: the
+    killed-run test resumes right after the kill)."""
+    out = tmp_path / "locked"
+    out.mkdir()
+    holder = rundir.lock_run_dir(str(out))
+    try:
+        with pytest.raises(ValueError, match=r"--out_dir: .*being trained by another process "
+                                             rf"\(pid {os.getpid()}\)"):
+            run_training(*TINY, "--epochs=1", "--steps_per_epoch=1", f"--out_dir={out}")
+        assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoints", "plots",
+                                                         "state"]  # no file written
+    finally:
+        holder.close()
+    # State that changed between the first read and the lock: refused, not trained over
+    reads = iter([None, {"epoch": 1}])
+    monkeypatch.setattr(rundir, "load_state_meta", lambda _: next(reads))
+    with pytest.raises(ValueError, match="another process trained .* while this one started"):
+        run_training(*TINY, "--epochs=1", "--steps_per_epoch=1", f"--out_dir={out}")
+    monkeypatch.undo()
+    _, summary = run_training(*TINY, "--epochs=1", "--steps_per_epoch=1", f"--out_dir={out}")
+    assert summary["complete"]
+    again = rundir.lock_run_dir(str(out))  # fit released it
+    again.close()

@@ -47,6 +47,12 @@ class TrainingRun:
     initial_epoch: int = 0
     callbacks: list = dataclasses.field(default_factory=list)
     recorder: object = None
+    lock: object = None  # the chief's lock of the run directory, held until fit ends
+
+    def release(self):
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
 
 def tensorboard_installed():
@@ -275,17 +281,30 @@ def setup(config, flags_text):
         raise ValueError(f"--out_dir: the resume state in {shared.state} has no weights; "
                          "delete that directory to start the run again")
     run.paths.make()
-    if chief:
-        _record_start(run, spec, flags_text)
-        run.recorder = callbacks.RunRecorder(
-            run.paths, epochs=config.epochs, history=(meta or {}).get("history", ()),
-            eval_info=eval_info(config, *(len(arrays[0]) if arrays else 0
-                                          for arrays in eval_sets)),
-            run_label=os.path.basename(os.path.normpath(config.out_dir)))
-        run.callbacks = chief_callbacks(run, eval_sets)
-        if restore:  # a kill may have come between the state and the files derived from it
-            run.recorder.write_outputs(run.model.network, current_epoch=run.initial_epoch)
+    if chief:  # from here on the run writes: one process at a time
+        run.lock = rundir.lock_run_dir(run.paths.root)
+        try:
+            if rundir.load_state_meta(shared.state) != meta:
+                raise ValueError(f"--out_dir: another process trained {config.out_dir} while "
+                                 "this one started; run the command again to resume it")
+            _start_recording(run, spec, flags_text, meta, eval_sets, restore)
+        except BaseException:
+            run.release()
+            raise
     return run
+
+
+def _start_recording(run, spec, flags_text, meta, eval_sets, restore):
+    """The chief's first writes: flags.cfg, run_config.json, the recorder and callbacks."""
+    config = run.config
+    _record_start(run, spec, flags_text)
+    run.recorder = callbacks.RunRecorder(
+        run.paths, epochs=config.epochs, history=(meta or {}).get("history", ()),
+        eval_info=eval_info(config, *(len(arrays[0]) if arrays else 0 for arrays in eval_sets)),
+        run_label=os.path.basename(os.path.normpath(config.out_dir)))
+    run.callbacks = chief_callbacks(run, eval_sets)
+    if restore:  # a kill may have come between the state and the files derived from it
+        run.recorder.write_outputs(run.model.network, current_epoch=run.initial_epoch)
 
 
 def _record_start(run, spec, flags_text):
@@ -345,7 +364,14 @@ def eval_info(config, test_examples, train_examples, holdout_examples=0):
 
 def fit(run, verbose=None):
     """Trains from run.initial_epoch to --epochs; returns summary.json's dict (chief) or None.
-    verbose: Keras fit's (default: --verbose)."""
+    verbose: Keras fit's (default: --verbose). Releases the run directory's lock."""
+    try:
+        return _fit(run, verbose)
+    finally:
+        run.release()
+
+
+def _fit(run, verbose):
     config = run.config
     verbose = config.verbose if verbose is None else verbose
     if run.initial_epoch >= config.epochs:
