@@ -363,3 +363,28 @@ def test_compared_with_csv_errors_name_the_flag_and_the_schema_checks_rows(tmp_p
     with pytest.raises(zoo_manifest.ManifestError, match=r"compared_with.threat_model"):
         zoo_manifest._check_compared_with(checker, other)  # pylint: disable=protected-access
     zoo_manifest._check_compared_with(checker, dict(own, compared_with=compared))  # pylint: disable=protected-access
+
+
+def test_a_report_with_failed_sanity_checks_is_refused_unless_allowed_then_on_the_card(
+        model, examples, tmp_path):
+    x, y = examples
+    report = zoo_helpers.make_report(model, x, y)
+    report["checks"] = [{"name": "valid_examples:pgd20", "passed": True, "detail": "all valid"},
+                        {"name": "autoattack:square_after_white_box", "passed": False,
+                         "detail": "Square fooled 9 of 360 examples the white-box components "
+                                   "missed (allowed 0.2%)"}]
+    run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
+    with pytest.raises(ValueError, match=r"failed its sanity checks \(autoattack:square_after_"
+                                         r"white_box;.*--allow_failed_checks"):
+        _export_run(run_dir, tmp_path, report)
+    assert not (tmp_path / "zoo/manifest.json").exists()  # nothing published
+    entry = _export_run(run_dir, tmp_path, report, allow_failed_checks=True)
+    assert entry["metrics"]["failed_checks"] == [
+        {"name": "autoattack:square_after_white_box", "detail": report["checks"][1]["detail"]}]
+    zoo_manifest.read_manifest(tmp_path / "zoo/manifest.json")  # validates
+    card = (tmp_path / "zoo" / entry["card"]).read_text()
+    warning = card.index("**WARNING: the evaluation failed sanity checks")
+    assert warning < card.index("Worst case per example") and "Square fooled 9 of 360" in card
+    passing = dict(report, checks=report["checks"][:1])
+    assert "failed_checks" not in export.metrics_from_report(passing, export.read_run_dir(
+        run_dir, "best")[1])

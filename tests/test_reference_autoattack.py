@@ -17,6 +17,7 @@ import copy
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -162,6 +163,16 @@ def test_linf_agrees_with_the_reference(trained, examples, l2_cli, tmp_path, mon
                                           dataset="digits", split="test", norm="linf",
                                           eps=EPS["linf"])
     np.testing.assert_array_equal(half.result.robust_mask, ours.result.robust_mask[:50])
+    # an evaluation of the whole split ("all N examples") is a prefix too
+    whole_split = tmp_path / "whole_split"
+    shutil.copytree(eval_dir, whole_split)
+    report = json.loads((whole_split / "report.json").read_text())
+    report["examples"] = report["examples"].replace("the first", "all")
+    (whole_split / "report.json").write_text(json.dumps(report))
+    again = reference.ours_from_evaluation(str(whole_split), x, y, predict=predict,
+                                           dataset="digits", split="test", norm="linf",
+                                           eps=EPS["linf"])
+    np.testing.assert_array_equal(again.result.robust_mask, ours.result.robust_mask)
     with pytest.raises(ValueError, match="another model's evaluation"):
         reference.ours_from_evaluation(str(eval_dir), x, y, predict=lambda a: -predict(a),
                                        dataset="digits", split="test", norm="linf",

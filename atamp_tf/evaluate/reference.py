@@ -400,7 +400,7 @@ def ours_from_evaluation(eval_dir, x, y, *, predict, dataset, split, norm, eps,
                          f"{wanted}, eps {eps}")
     n = len(x)
     if report.get("num_examples", 0) < n or not str(report.get("examples", "")).startswith(
-            "the first"):
+            ("the first", "all")):  # a prefix of the split in its own order
         raise ValueError(f"{where} covers {report.get('examples')!r}; the comparison needs "
                          f"the first {n} examples of the split")
     per_example = np.load(os.path.join(eval_dir, report["per_example"]["file"]))

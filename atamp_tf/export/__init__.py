@@ -287,8 +287,16 @@ def read_report(path):
     return report
 
 
-def metrics_from_report(report, meta, *, where="report.json"):
-    """The manifest's metrics block, after checking the report is about this model's setting."""
+def failed_checks(report):
+    """The sanity checks (atamp_tf.attacks.sanity) the evaluation report says failed."""
+    return [{"name": c["name"], "detail": c.get("detail", "")}
+            for c in report.get("checks", ()) if not c.get("passed", True)]
+
+
+def metrics_from_report(report, meta, *, where="report.json", allow_failed_checks=False):
+    """The manifest's metrics block, after checking the report is about this model's setting.
+    A report whose sanity checks failed is refused, unless allow_failed_checks: then the
+    failures go into the block (metrics.failed_checks) and onto the card."""
     threat = report["threat_model"]
     if report["dataset"] != meta.dataset:
         raise ValueError(f"{where}: dataset {report['dataset']!r} but the model was trained on "
@@ -297,8 +305,16 @@ def metrics_from_report(report, meta, *, where="report.json"):
                                                            rel_tol=1e-6):
         raise ValueError(f"{where}: threat model {threat} but the model was trained for "
                          f"norm {meta.norm!r}, eps {meta.eps}.")
+    failed = failed_checks(report)
+    if failed and not allow_failed_checks:
+        raise ValueError(f"{where}: the evaluation failed its sanity checks "
+                         f"({', '.join(c['name'] for c in failed)}; its report.md says why), so "
+                         "its numbers are not published; --allow_failed_checks publishes them "
+                         "with the failures on the card")
     metrics = {k: report[k] for k in ("split", "num_examples", "examples", "accuracy", "attacks")}
     metrics["worst_case"] = report.get("worst_case")
+    if failed:
+        metrics["failed_checks"] = failed
     return metrics
 
 
@@ -468,7 +484,7 @@ def keep_previous_file(entry, onnx_path):
 def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, manifest_path,
                   base_url="", include_keras=False, licence="MIT", created=None,
                   code_version=None, opset=DEFAULT_OPSET, atol=DEFAULT_ATOL, batch_size=256,
-                  notes="", compared_with=None):
+                  notes="", compared_with=None, allow_failed_checks=False):
     """Exports keras_path to <out_dir>/<name>.onnx, writes its card and manifest entry.
 
     notes: optional free text (e.g. "Reduced-scale model: ..."), recorded as the entry's
@@ -480,7 +496,7 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
     """
     if not zoo_manifest.NAME_PATTERN.match(name or ""):
         raise ValueError(f"--name: {name!r} must match {zoo_manifest.NAME_PATTERN.pattern}.")
-    metrics = metrics_from_report(report, meta)
+    metrics = metrics_from_report(report, meta, allow_failed_checks=allow_failed_checks)
     if compared_with is not None:
         check_compared_with(compared_with, meta)
     n = metrics["num_examples"]

@@ -45,6 +45,9 @@ _COMPARED_WITH = flags.DEFINE_string(
 _NOTES = flags.DEFINE_string("notes", "", "Free-text notes on the model's scope (e.g. "
                              "'Reduced-scale model: ...'), recorded as the entry's notes and "
                              "shown as the card's Scope section; omitted when empty.")
+_ALLOW_FAILED_CHECKS = flags.DEFINE_bool(
+    "allow_failed_checks", False, "Publish a report whose sanity checks failed (refused by "
+    "default); the failures are recorded in the entry and shown on its card.")
 _ADD_PARITY = flags.DEFINE_string(
     "add_parity", None, "Instead of exporting: record this parity.json of python -m "
     "atamp_tf.evaluate.reference_cli (our AutoAttack against the reference, on the entry's "
@@ -154,7 +157,7 @@ def _export():
         base_url=_BASE_URL.value, include_keras=_INCLUDE_KERAS.value, licence=_LICENCE.value,
         created=_CREATED.value, code_version=_CODE_VERSION.value, opset=_OPSET.value,
         atol=_ATOL.value, batch_size=_BATCH_SIZE.value, notes=_NOTES.value,
-        compared_with=compared_with)
+        compared_with=compared_with, allow_failed_checks=_ALLOW_FAILED_CHECKS.value)
     print(f"exported {entry['name']}: {entry['file']['url']} ({entry['file']['size']} bytes, "
           f"sha256 {entry['file']['sha256']}); parity max |diff| "
           f"{entry['parity']['max_abs_diff']:.2e} on {entry['parity']['num_examples']} examples; "

@@ -107,6 +107,17 @@ def _budget(training):
             f"{rule}\n")
 
 
+def _failed_checks(metrics):
+    """A warning above the numbers when the evaluation failed sanity checks (published only
+    with export --allow_failed_checks)."""
+    failed = metrics.get("failed_checks")
+    if not failed:
+        return ""
+    lines = "".join(f"- **{c['name']}**: {c['detail']}\n" for c in failed)
+    return ("**WARNING: the evaluation failed sanity checks; these numbers may overstate the "
+            f"robustness.**\n{lines}\n")
+
+
 def render_card(entry):
     """Markdown model card of a (validated) manifest entry."""
     threat, arch, training = entry["threat_model"], entry["architecture"], entry["training"]
@@ -143,7 +154,7 @@ is inside the model. Output `{entry['output']['name']}`: logits over
 Evaluated on {metrics['examples']} ({metrics['num_examples']} examples of the
 `{metrics['split']}` split), from the evaluation report of this checkpoint:
 
-{_metrics_table(metrics)}
+{_failed_checks(metrics)}{_metrics_table(metrics)}
 
 Worst case per example: {_worst_case(worst)}.
 {_compared_with(entry)}{_reference_parity(entry)}

@@ -248,6 +248,8 @@ def _check_metrics(c, entry):
         if value is not None and not (_is_number(value) and 0 <= value <= 1):
             c.fail(f"metrics.accuracy.{attack}", "a fraction in [0, 1] or null", value)
     c.obj(metrics, "metrics.attacks", "attacks")
+    for i, check in enumerate(metrics.get("failed_checks") or ()):
+        c.string(check, f"metrics.failed_checks[{i}].name", "name")
 
 
 def _check_file(c, entry):
