@@ -296,7 +296,8 @@ def _parity_table(sha256, *, norm="linf", eps=0.1):
     versions = {"pyautoattack": "0.2.0", "torch": "2.13.0", "onnx2torch": "1.5.15"}
     return {"onnx_sha256": sha256, "num_examples": 64, "examples": "the first 64 examples",
             "threat_model": {"norm": norm, "eps": eps}, "agreement": 62 / 64,
-            "ours": {"robust_accuracy": 0.5, "settings": {"version": "standard"}},
+            "ours": {"robust_accuracy": 0.5, "settings": {"version": "standard"},
+                     "model": "keras (read from run/eval/report.json)"},
             "reference": {"robust_accuracy": 0.515625, "settings": versions},
             "disagreements": [{"index": 40}, {"index": 7}]}
 
@@ -318,6 +319,30 @@ def test_add_parity_records_the_reference_comparison_on_entry_and_card(
     assert "## AutoAttack against the reference" in card
     assert "robust accuracy 50.00% (ours) and 51.56% (reference)" in card
     assert "agree on 96.88% of the examples; 2 differ (examples 7, 40)" in card
+    assert "Ours there is this card's own evaluation, read back." in card
+    rerun = _parity_table(entry["file"]["sha256"])
+    rerun["ours"]["model"] = "onnx (torch gradients)"
+    parity.write_text(json.dumps(rerun))
+    assert export.add_reference_parity(str(manifest), entry["name"], str(parity))[
+        "reference_parity"]["ours"] == "onnx (torch gradients)"
+    card = (tmp_path / "zoo/cards/digits-linf-tiny.md").read_text()
+    assert "a separate run of our AutoAttack (onnx (torch gradients))" in card
+    # the comparison's version must be the entry's own AutoAttack's
+    unversioned = _parity_table(entry["file"]["sha256"])
+    del unversioned["ours"]["settings"]["version"]
+    custom = json.loads(manifest.read_text())
+    custom["models"][0]["metrics"]["attacks"]["autoattack"] = {
+        "autoattack_settings": {"version": "custom"}}
+    custom_manifest = tmp_path / "custom" / "manifest.json"
+    custom_manifest.parent.mkdir()
+    custom_manifest.write_text(json.dumps(custom))
+    parity.write_text(json.dumps(_parity_table(entry["file"]["sha256"])))
+    with pytest.raises(export.ExportError, match="compared the standard AutoAttack, but "
+                                                 "digits-linf-tiny's AutoAttack is custom"):
+        export.add_reference_parity(str(custom_manifest), entry["name"], str(parity))
+    parity.write_text(json.dumps(unversioned))
+    with pytest.raises(export.ExportError, match="does not say which AutoAttack version"):
+        export.add_reference_parity(str(manifest), entry["name"], str(parity))
     for table, match in [(_parity_table("0" * 64), "not this model"),
                          (_parity_table(entry["file"]["sha256"], norm="l2"), "but digits"),
                          ({"num_examples": 3}, "lacks")]:

@@ -559,10 +559,14 @@ def reference_parity_block(parity, report_path):
         raise ExportError(f"--add_parity: {report_path} lacks {missing}; expected the "
                           "parity.json of python -m atamp_tf.evaluate.reference_cli (run "
                           "since session 7, which records the ONNX file's sha256)")
+    version = parity["ours"].get("settings", {}).get("version")
+    if not version:
+        raise ExportError(f"--add_parity: {report_path} does not say which AutoAttack version "
+                          "ours ran (ours.settings.version)")
     ref = parity["reference"]["settings"]
     return {
-        "report": report_path, "onnx_sha256": parity["onnx_sha256"],
-        "version": parity["ours"]["settings"].get("version", "standard"),
+        "report": report_path, "onnx_sha256": parity["onnx_sha256"], "version": version,
+        "ours": parity["ours"].get("model") or "not recorded",
         "examples": parity.get("examples", f"{parity['num_examples']} examples"),
         "num_examples": int(parity["num_examples"]),
         "robust_ours": float(parity["ours"]["robust_accuracy"]),
@@ -594,6 +598,12 @@ def add_reference_parity(manifest_path, name, parity_path):
             threat.get("eps", -1.0), entry["threat_model"]["eps"], rel_tol=1e-6)):
         raise ExportError(f"--add_parity: {parity_path} is at {threat}, but {name} is "
                           f"{entry['threat_model']}")
+    headline = entry["metrics"]["attacks"].get("autoattack", {}).get(
+        "autoattack_settings", {}).get("version")
+    if headline and headline != block["version"]:
+        raise ExportError(f"--add_parity: {parity_path} compared the {block['version']} "
+                          f"AutoAttack, but {name}'s AutoAttack is {headline}: compare that "
+                          "version, or evaluate and export the entry with this one first")
     entry = {**entry, "reference_parity": block}
     zoo_manifest.validate_entry(entry, where=f"{name} with --add_parity")
     manifest["models"] = [entry if m["name"] == name else m for m in manifest["models"]]

@@ -88,7 +88,16 @@ def _reference_parity(entry):
             f"{_fraction(parity['robust_reference'])} (reference); they agree on "
             f"{_fraction(parity['agreement'])} of the examples; {disagree} "
             f"{'differs' if disagree == 1 else 'differ'}{which}. "
-            f"Per-example table: `{parity['report']}`.\n")
+            f"Per-example table: `{parity['report']}`. {_ours_run(parity['ours'])}\n")
+
+
+def _ours_run(ours):
+    """Whether the parity's "ours" is the evaluation behind the numbers above, or a rerun."""
+    if ours.startswith("keras (read from"):
+        return "Ours there is this card's own evaluation, read back."
+    return (f"Ours there is a separate run of our AutoAttack ({ours}), whose random draws "
+            "differ from the evaluation above, so its robust accuracy may differ from the "
+            "table's by a few examples.")
 
 
 def _budget(training):

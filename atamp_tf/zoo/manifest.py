@@ -30,7 +30,7 @@ _ENTRY_OPTIONAL = ("keras_url", "keras_sha256", "parity", "notes", "previous_ver
 # Our AutoAttack against the reference one on this entry's ONNX file (reference_cli's table).
 _REFERENCE_PARITY_FIELDS = ("report", "onnx_sha256", "version", "examples", "num_examples",
                             "robust_ours", "robust_reference", "agreement", "num_disagree",
-                            "disagree_indices", "reference")
+                            "disagree_indices", "reference", "ours")
 # What a published checkpoint cost and how it was chosen (training.budget, from the run).
 _BUDGET_FIELDS = ("epochs", "attack_steps", "train_seconds", "checkpoint", "epoch",
                   "selected_on")
@@ -218,7 +218,7 @@ def _check_reference_parity(c, entry):
     if set(parity) != set(_REFERENCE_PARITY_FIELDS):
         c.fail("reference_parity", f"exactly the fields {list(_REFERENCE_PARITY_FIELDS)}",
                sorted(parity))
-    for key in ("report", "version", "examples", "reference"):
+    for key in ("report", "version", "examples", "reference", "ours"):
         c.string(parity, f"reference_parity.{key}", key)
     sha = c.string(parity, "reference_parity.onnx_sha256", "onnx_sha256")
     if sha != entry.get("file", {}).get("sha256"):
