@@ -101,6 +101,16 @@ def test_leaderboard_entry_has_robustbench_fields_and_only_a_standard_autoattack
     assert "autoattack_acc" not in custom and "'custom'" in custom["footnote"]
     none = evaluate.leaderboard_entry(_report(None), {})
     assert "autoattack_acc" not in none and none["architecture"] == "unknown"
+    # the test split only; a subset and failed sanity checks are said
+    train = evaluate.leaderboard_entry(dict(_report(), split="train"), config)
+    assert "autoattack_acc" not in train and "'train' split, not the test set" in train["footnote"]
+    assert "a subset: 1000 examples" in entry["footnote"]
+    whole = dict(_report(), examples="all 10000 examples of the test split in its own order",
+                 checks=[{"name": "autoattack:square_after_white_box", "passed": False}])
+    whole = evaluate.leaderboard_entry(whole, config)
+    assert whole["autoattack_acc"] == "40.00"
+    assert whole["footnote"] == ("sanity checks failed: autoattack:square_after_white_box "
+                                 "(report.md)")
 
 
 def test_cli_on_a_keras_file(saved, tmp_path):

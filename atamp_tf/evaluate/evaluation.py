@@ -456,8 +456,9 @@ def _architecture(config):
 
 def leaderboard_entry(report, run_config=None):
     """The fields of a RobustBench model_info file (robustbench's README) for this report, plus
-    the threat model and the exact examples; autoattack_acc only for the standard version (a
-    reduced AutoAttack is not what a leaderboard ranks, so it is left out and said why)."""
+    the threat model and the exact examples; autoattack_acc only for the standard version on
+    the test split (a reduced AutoAttack is not what a leaderboard ranks, so it is left out and
+    said why); a footnote also says when the examples are a subset or a sanity check failed."""
     config = run_config or {}
     accuracy, threat = report["accuracy"], report["threat_model"]
     aa = report.get("attacks", {}).get("autoattack", {})
@@ -478,12 +479,23 @@ def leaderboard_entry(report, run_config=None):
                      "order": "the split's canonical order (tensorflow-datasets order; the "
                               "official file order for the local .npz arrays)"},
     }
-    if accuracy.get("autoattack") is not None and version == "standard":
+    notes, split = [], report.get("split", "")
+    if split != "test":
+        notes.append(f"evaluated on the {split!r} split, not the test set: no autoattack_acc")
+    elif accuracy.get("autoattack") is not None and version == "standard":
         entry["autoattack_acc"] = f"{100 * accuracy['autoattack']:.2f}"
     else:
-        entry["footnote"] = ("no standard AutoAttack in this evaluation" if version is None else
-                             f"AutoAttack ran as version {version!r}, not the standard one: "
-                             "no autoattack_acc")
+        notes.append("no standard AutoAttack in this evaluation" if version is None else
+                     f"AutoAttack ran as version {version!r}, not the standard one: "
+                     "no autoattack_acc")
+    if not str(report.get("examples", "")).startswith("all"):
+        which = report.get("examples") or f"{report['num_examples']} examples"
+        notes.append(f"a subset: {which}, not the whole split")
+    failed = [c["name"] for c in report.get("checks", ()) if not c.get("passed", True)]
+    if failed:
+        notes.append(f"sanity checks failed: {', '.join(failed)} (report.md)")
+    if notes:
+        entry["footnote"] = "; ".join(notes)
     return entry
 
 
