@@ -330,6 +330,7 @@ def test_accuracy_checks_flag_wrong_orderings():
     names = [c.name for c in sanity.check_accuracies(good, n)]
     assert "converged:pgd100~pgd20" in names and "order:pgd100<=pgd20" not in names
     for change, name in [({"pgd100": 0.45}, "converged:pgd100~pgd20"),
+                         ({"pgd100": 0.55}, "converged:pgd100~pgd20"),  # longer did worse
                          ({"pgd20": 0.65}, "order:pgd20<=fgsm"),
                          ({"fgsm": 0.95}, "not_above_natural:fgsm"),
                          ({"autoattack": 0.5}, "order:autoattack<=cw_inf"),

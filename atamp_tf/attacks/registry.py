@@ -149,6 +149,7 @@ def strength_order():
 def convergence_pairs():
     """(longer, shorter) pairs of one attack run for more steps from the same start (PGD-100
     and PGD-20): the extra steps should find almost nothing new once the attack has converged
-    (Carlini et al. 2019), a check that can fail, unlike their ordering."""
+    (Carlini et al. 2019), a check that can fail, unlike their ordering; it is two-sided, so
+    the longer one doing worse (possible with --nopgd_early_stop) fails it too."""
     return tuple((a.name, a.extends) for a in ATTACKS
                  if a.extends and a.same_start_as == a.extends)

@@ -96,12 +96,15 @@ def check_accuracies(accuracy, n):
     for longer, shorter in CONVERGENCE:
         if longer in accuracy and shorter in accuracy:
             gain = accuracy[shorter] - accuracy[longer]
+            why = ("" if abs(gain) <= tol else
+                   "; not converged: more steps or restarts would likely lower robust accuracy "
+                   "further" if gain > 0 else
+                   "; the longer attack did worse (without early stop it keeps its last "
+                   "iterate, not its best): a stronger attack must not do better")
             checks.append(Check(
-                f"converged:{longer}~{shorter}", gain <= tol,
+                f"converged:{longer}~{shorter}", abs(gain) <= tol,
                 f"{longer} {accuracy[longer]:.4f} vs {shorter} {accuracy[shorter]:.4f}: the "
-                f"extra steps fooled {gain:.4f} more (tolerance {tol:.4f})"
-                + ("" if gain <= tol else "; not converged: more steps or restarts would "
-                   "likely lower robust accuracy further")))
+                f"extra steps fooled {gain:.4f} more (tolerance {tol:.4f}){why}"))
     white = {name: accuracy[name] for name in WHITE_BOX if name in accuracy}
     if white:
         best_name = min(white, key=white.get)
