@@ -360,3 +360,21 @@ def test_no_state_dir_saves_nothing_and_a_bare_report_still_writes(saved, tmp_pa
     assert os.listdir(tmp_path) == []  # "" is no state directory, not the current one
     paths = evaluate.write_report(report, str(tmp_path / "out"))  # no dataset/split keys
     assert json.loads(open(paths["leaderboard"]).read())["n_examples"] == 20
+
+
+def test_best_and_last_of_a_run_have_their_own_default_output(saved, tmp_path):
+    """Evaluating last after best does not overwrite best's report (run/eval vs eval_last)."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    model = keras.saving.load_model(saved["keras"], compile=False)
+    model.save(run / "checkpoints" / "best.keras")
+    model.save(run / "checkpoints" / "last.keras")
+    (run / "run_config.json").write_text(json.dumps({"dataset": "digits", "norm": "linf",
+                                                     "eps": 0.1}))
+    for checkpoint, where in (("best", "eval"), ("last", "eval_last")):
+        evaluate.evaluate_path(str(run), checkpoint=checkpoint, attacks="natural",
+                               num_examples=20, verbose=False)
+        report = json.loads((run / where / "report.json").read_text())
+        assert report["keras_model"].endswith(f"{checkpoint}.keras")
+    assert json.loads((run / "eval" / "report.json").read_text())["keras_model"].endswith(
+        "best.keras")

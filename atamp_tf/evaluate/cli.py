@@ -41,7 +41,8 @@ _EPS = flags.DEFINE_string("eps", None, "Radius, a number or a fraction such as 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per attack batch.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of every random start and direction.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the report (default: "
-                                  "<run>/eval, or <model file stem>_eval beside the file).")
+                                  "<run>/eval for --checkpoint=best, <run>/eval_last for last, "
+                                  "or <model file stem>_eval beside the file).")
 _PGD_STEP_SIZE = flags.DEFINE_string("pgd_step_size", None, "PGD / CW step (number or fraction; "
                                      "default eps/4 for linf, eps*15/128 for l2).")
 _PGD_EARLY_STOP = flags.DEFINE_bool(

@@ -576,7 +576,9 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
                             npz_dir=npz_dir or config.get("npz_dir"), num_examples=num_examples)
     network = load_keras_model(source.keras_path) if source.keras_path else None
     if output_dir is None:
-        output_dir = (rundir.RunPaths(source.path).eval if source.kind == "run_dir"
+        paths = rundir.RunPaths(source.path)  # best and last each have their own default
+        output_dir = ((paths.eval_last if checkpoint == "last" and not keras_model else
+                       paths.eval) if source.kind == "run_dir"
                       else os.path.splitext(source.path)[0] + "_eval")
     state_dir = os.path.join(output_dir, PARTIAL_DIR)  # resumable; removed once written
     report = evaluate_model(x, y, norm=norm, eps=eps_value, attacks=names, keras_model=network,

@@ -110,10 +110,12 @@ def _model_source():
 
 
 def _default_report():
-    """<run_dir>/eval/report.json (evaluate's default output), else <run_dir>/report.json."""
+    """The checkpoint's evaluation where evaluate writes it by default (<run_dir>/eval/ for
+    best, <run_dir>/eval_last/ for last), else <run_dir>/report.json."""
     if not _RUN_DIR.value:
         return None
-    for path in (rundir.RunPaths(_RUN_DIR.value).eval_report,
+    paths = rundir.RunPaths(_RUN_DIR.value)
+    for path in (paths.eval_last_report if _CHECKPOINT.value == "last" else paths.eval_report,
                  os.path.join(_RUN_DIR.value, "report.json")):
         if os.path.isfile(path):
             return path
