@@ -263,6 +263,10 @@ def test_export_from_a_run_with_a_summary_records_its_budget_on_entry_and_card(
     assert entry["training"]["budget"]["selected_on"] == "holdout"
     assert entry["compared_with"]["rows"][0]["autoattack"] == 0.885
     zoo_manifest.read_manifest(tmp_path / "zoo/manifest.json")  # validates the new fields
+    on_test = {**entry["training"], "budget": {**entry["training"]["budget"],
+                                               "selected_on": "test"}}
+    with pytest.raises(zoo_manifest.ManifestError, match="selected_on"):
+        zoo_manifest.validate_entry({**entry, "training": on_test})
     card = (tmp_path / "zoo/cards/digits-linf-tiny.md").read_text()
     assert "- Training budget: 40 epochs, 10-step attack per batch, 2.00 h" in card
     assert "`best` = epoch 31, the epoch with the best held-out robust accuracy" in card

@@ -107,7 +107,6 @@ def _budget(training):
         return "- Training budget and checkpoint selection: not recorded\n"
     rule = {"holdout": "the epoch with the best held-out robust accuracy (PGD on training "
                        "images held out from training; the test set was not used to choose)",
-            "test": "the epoch with the best robust accuracy on a test subset",
             "last": "the last epoch"}[budget["selected_on"]]
     return (f"- Training budget: {budget['epochs']} epochs, {budget['attack_steps']}-step "
             f"attack per batch, {budget['train_seconds'] / 3600:.2f} h of training (the run's "
