@@ -667,3 +667,16 @@ def test_offline_switch_still_serves_cached_and_local_files(http_zoo, server, pu
     with pytest.raises(zoo.ZooOfflineError, match="failed its sha256 check and was removed"):
         the_zoo.download(NAME)
     assert _cache_files(the_zoo) == [] and server.requests[path] == 1
+
+
+def test_listing_says_the_examples_and_a_non_standard_autoattack():
+    from atamp_tf.zoo import cli as zoo_cli
+    entry = {"name": "m", "dataset": "cifar10", "threat_model": {"norm": "linf", "eps": 0.03},
+             "architecture": {"arch": "preact_resnet18"},
+             "metrics": {"num_examples": 1000, "accuracy": {"natural": 0.5, "autoattack": 0.25},
+                         "attacks": {"autoattack": {"autoattack_settings": {"version": "custom"}}}}}
+    assert "0.2500 (autoattack custom, n=1000)" in zoo_cli.format_table([entry])
+    entry["metrics"]["attacks"]["autoattack"]["autoattack_settings"]["version"] = "standard"
+    assert "0.2500 (autoattack, n=1000)" in zoo_cli.format_table([entry])
+    entry["metrics"]["accuracy"] = {"natural": 0.5, "pgd20": 0.3}
+    assert "0.3000 (pgd20, n=1000)" in zoo_cli.format_table([entry])

@@ -33,12 +33,20 @@ USAGE = ("usage: python -m atamp_tf.zoo [flags] list | "
 
 
 def format_table(entries):
-    """One line per model: name, dataset, threat model, architecture, accuracies."""
+    """One line per model: name, dataset, threat model, architecture, accuracies, and on how
+    many examples (a non-standard AutoAttack says its version)."""
     lines = [f"{'name':40s} {'dataset':10s} {'threat':14s} {'arch':22s} natural  robust"]
     for e in entries:
-        acc = e["metrics"]["accuracy"]
+        metrics = e["metrics"]
+        acc = metrics["accuracy"]
         robust_name = next((k for k in registry.HEADLINE if acc.get(k) is not None), None)
-        robust = f"{acc[robust_name]:.4f} ({robust_name})" if robust_name else "-"
+        label = robust_name
+        version = metrics.get("attacks", {}).get(robust_name or "", {}).get(
+            "autoattack_settings", {}).get("version")
+        if robust_name == "autoattack" and version and version != "standard":
+            label = f"autoattack {version}"
+        robust = (f"{acc[robust_name]:.4f} ({label}, n={metrics['num_examples']})"
+                  if robust_name else "-")
         threat = f"{e['threat_model']['norm']} {e['threat_model']['eps']:.4g}"
         lines.append(f"{e['name']:40s} {e['dataset']:10s} {threat:14s} "
                      f"{e['architecture']['arch']:22s} {acc['natural']:.4f}   {robust}")
