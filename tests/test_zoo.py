@@ -680,3 +680,17 @@ def test_listing_says_the_examples_and_a_non_standard_autoattack():
     assert "0.2500 (autoattack, n=1000)" in zoo_cli.format_table([entry])
     entry["metrics"]["accuracy"] = {"natural": 0.5, "pgd20": 0.3}
     assert "0.3000 (pgd20, n=1000)" in zoo_cli.format_table([entry])
+
+
+def test_compared_with_marks_a_non_standard_autoattack_beside_the_published_rows():
+    from atamp_tf.zoo import cards
+    entry = {"compared_with": {"threat_model": {"dataset": "mnist", "norm": "linf", "eps": 0.3},
+                               "source": "AutoAttack README",
+                               "rows": [{"model": "Madry", "natural": 0.9853, "reported": 0.8962,
+                                         "autoattack": 0.885}]},
+             "metrics": {"examples": "all 10000", "accuracy": {"natural": 0.99,
+                                                                "autoattack": 0.9},
+                         "attacks": {"autoattack": {"autoattack_settings": {"version": "custom"}}}}}
+    assert "| 90.00% (custom, not the standard AutoAttack) |" in cards._compared_with(entry)
+    entry["metrics"]["attacks"]["autoattack"]["autoattack_settings"]["version"] = "standard"
+    assert "| 99.00% | - | 90.00% |" in cards._compared_with(entry)

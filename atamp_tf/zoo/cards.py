@@ -62,8 +62,13 @@ def _compared_with(entry):
     rows = [f"| {r['model']} | {_fraction(r['natural'])} | "
             f"{'-' if r['reported'] is None else _fraction(r['reported'])} | "
             f"{_fraction(r['autoattack'])} |" for r in compared["rows"]]
+    version = entry["metrics"].get("attacks", {}).get("autoattack", {}).get(
+        "autoattack_settings", {}).get("version")
+    ours_aa = _fraction(accuracy.get("autoattack")) + (
+        f" ({version}, not the standard AutoAttack)"
+        if accuracy.get("autoattack") is not None and version != "standard" else "")
     rows.append(f"| **this model** ({entry['metrics']['examples']}) | "
-                f"{_fraction(accuracy['natural'])} | - | {_fraction(accuracy.get('autoattack'))} |")
+                f"{_fraction(accuracy['natural'])} | - | {ours_aa} |")
     threat = compared["threat_model"]
     return ("\n## Compared with\nPublished results under the same threat model "
             f"({threat['dataset']}, {threat['norm']} eps {threat['eps']:g}; source: "
