@@ -126,6 +126,19 @@ def test_another_model_is_refused(trained, examples):
                                        module=other)
 
 
+def test_a_keras_model_other_than_the_onnx_file_is_refused(trained, examples):
+    import keras
+    _, model, onnx_path = trained
+    x, y = examples
+    module = reference.torch_module(onnx_path)
+    assert reference.check_same_model(model, module, x) < 1e-4
+    other = keras.models.clone_model(model)
+    other.set_weights([w + 0.05 for w in model.get_weights()])
+    with pytest.raises(ValueError, match="--model: its Keras model differs from --onnx"):
+        reference.compare_autoattack(onnx_path, x[:8], y[:8], norm="linf", eps=0.1,
+                                     keras_model=other)
+
+
 def test_linf_agrees_with_the_reference(trained, examples, l2_cli, tmp_path, monkeypatch):
     """Ours as `python -m atamp_tf.evaluate` ran it (its report, per_example.npz and
     adversarial.npz, read back by --ours_from), the reference on the exported ONNX file.

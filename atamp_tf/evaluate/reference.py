@@ -489,6 +489,19 @@ def compare(ours, ref, x, y, *, norm, eps, reference_predict=None):
     }
 
 
+def check_same_model(keras_model, module, x, *, atol=CONVERSION_ATOL):
+    """ValueError naming --model unless the Keras model ours attacks gives the logits of the
+    torch module the reference attacks (the ONNX file's, checked against onnxruntime)."""
+    keras_logits = np.asarray(keras_model.predict(x, batch_size=256, verbose=0), np.float32)
+    torch_logits = torch_predict(module, x)
+    diff = float(np.abs(keras_logits - torch_logits).max())
+    if diff > atol or not np.array_equal(keras_logits.argmax(1), torch_logits.argmax(1)):
+        raise ValueError(f"--model: its Keras model differs from --onnx on these examples (max "
+                         f"|logit difference| {diff:.3g}, tolerance {atol:g}): ours and the "
+                         "reference would attack different models")
+    return diff
+
+
 def compare_autoattack(onnx_path, x, y, *, norm, eps, keras_model=None, batch_size=250,
                        seed=0, threads=1, verbose=True, version="standard", components=None,
                        ours_from=None):
@@ -500,6 +513,8 @@ def compare_autoattack(onnx_path, x, y, *, norm, eps, keras_model=None, batch_si
     with torch_threads(threads):
         module = torch_module(onnx_path)
     ours = None
+    if ours_from is None and keras_model is not None:  # before the reference's long run
+        check_same_model(keras_model, module, x)
     if ours_from is not None:  # checked before the reference's long run
         eval_dir, dataset, split = ours_from
         ours = ours_from_evaluation(eval_dir, x, y, predict=lambda a: torch_predict(module, a),
