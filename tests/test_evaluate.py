@@ -194,7 +194,8 @@ def test_run_directory_supplies_dataset_and_threat_model(saved, tmp_path):
                                     num_examples=20, verbose=False)
     assert report["threat_model"]["norm"] == "l2" and report["threat_model"]["eps"] == 1.0
     assert report["attacks"]["cw_l2"]["settings"]["step_size"] == pytest.approx(15 / 128)
-    assert os.path.isfile(run / "eval" / "report.json")
+    assert os.path.isfile(run / "eval_last" / "report.json")  # last: its own default output
+    assert not (run / "eval").exists()  # best's default is left alone
 
 
 def test_parse_eps_accepts_numbers_and_fractions_and_rejects_the_rest():
