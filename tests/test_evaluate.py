@@ -101,6 +101,7 @@ def test_leaderboard_entry_has_robustbench_fields_and_only_a_standard_autoattack
     assert "autoattack_acc" not in custom and "'custom'" in custom["footnote"]
     none = evaluate.leaderboard_entry(_report(None), {})
     assert "autoattack_acc" not in none and none["architecture"] == "unknown"
+    assert none["additional_data"] is None and "additional_data unknown" in none["footnote"]
     # the test split only; a subset and failed sanity checks are said
     train = evaluate.leaderboard_entry(dict(_report(), split="train"), config)
     assert "autoattack_acc" not in train and "'train' split, not the test set" in train["footnote"]

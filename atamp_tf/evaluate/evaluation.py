@@ -465,7 +465,8 @@ def leaderboard_entry(report, run_config=None):
     version = aa.get("settings", {}).get("version")
     entry = {
         "link": "", "name": report.get("model_name", ""), "authors": "", "venue": "",
-        "additional_data": config.get("method") in ADDITIONAL_DATA_METHODS,
+        "additional_data": (config.get("method") in ADDITIONAL_DATA_METHODS
+                            if config.get("method") else None),  # None: no run config says
         "number_forward_passes": 1,
         "dataset": report.get("dataset", ""),
         "threat_model": {"linf": "Linf", "l2": "L2"}[threat["norm"]],
@@ -491,6 +492,8 @@ def leaderboard_entry(report, run_config=None):
     if not str(report.get("examples", "")).startswith("all"):
         which = report.get("examples") or f"{report['num_examples']} examples"
         notes.append(f"a subset: {which}, not the whole split")
+    if entry["additional_data"] is None:
+        notes.append("additional_data unknown: no run_config.json says how it was trained")
     failed = [c["name"] for c in report.get("checks", ()) if not c.get("passed", True)]
     if failed:
         notes.append(f"sanity checks failed: {', '.join(failed)} (report.md)")
