@@ -66,3 +66,11 @@ def test_square_after_white_box_trips_above_the_references_allowance():
     assert sanity.check_square_after_white_box(0, 1000).passed
     assert sanity.check_square_after_white_box(2, 1000).passed  # 0.2%: the reference's alpha
     assert not sanity.check_square_after_white_box(3, 1000).passed
+
+
+def test_an_ensembles_reported_count_must_match_the_recount_of_its_outputs():
+    assert sanity.check_reported_accuracy("autoattack", 0.5, 0.5, 1000).passed
+    assert sanity.check_reported_accuracy("autoattack", 0.5, 0.501, 1000).passed  # 1 example
+    failed = sanity.check_reported_accuracy("autoattack", 0.45, 0.5, 1000)
+    assert not failed.passed and "50 example(s) apart (allowed 1)" in failed.detail
+    assert sanity.check_reported_accuracy("autoattack", 0.4, 0.401, 2000).passed  # 0.1%: 2

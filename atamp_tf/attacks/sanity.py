@@ -170,6 +170,17 @@ def check_square_after_white_box(square_fooled, n):
                  f"missed (allowed {SQUARE_ALPHA:.1%})")
 
 
+def check_reported_accuracy(name, reported, recomputed, n):
+    """An ensemble's own count of robust examples against the evaluation's recount from its
+    outputs: they differ only by float noise at the boundary (at most 1 example or 0.1%);
+    more means its robustness flags and its adversarial examples disagree."""
+    allowed = max(1, int(0.001 * n))
+    off = round(abs(reported - recomputed) * n)
+    return Check(f"reported:{name}", off <= allowed,
+                 f"{name} reported {reported:.4f}, its outputs recounted {recomputed:.4f}: "
+                 f"{off} example(s) apart (allowed {allowed})")
+
+
 def warn_failures(checks):
     """Logs every failed check as a loud warning; returns the failed ones."""
     failed = [check for check in checks if not check.passed]

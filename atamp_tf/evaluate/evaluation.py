@@ -343,6 +343,10 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         subset = slice(0, min(len(x), MODEL_CHECK_EXAMPLES))
         checks += sanity.check_model(targets["keras"].logits_fn, x[subset], y[subset], norm=norm,
                                      randomised_ok=settings.autoattack_version == "rand")
+    for name, r in results.items():
+        if "reported_accuracy" in r and settings.autoattack_version != "rand":  # rand: EOT
+            checks.append(sanity.check_reported_accuracy(name, r["reported_accuracy"],
+                                                         r["accuracy"], len(x)))
     square_fooled = results.get("autoattack", {}).get("fooled_first_by", {}).get("square")
     if square_fooled is not None:
         checks.append(sanity.check_square_after_white_box(square_fooled, len(x)))
