@@ -380,3 +380,20 @@ def test_best_and_last_of_a_run_have_their_own_default_output(saved, tmp_path):
         assert report["keras_model"].endswith(f"{checkpoint}.keras")
     assert json.loads((run / "eval" / "report.json").read_text())["keras_model"].endswith(
         "best.keras")
+
+
+def test_the_report_names_the_code_and_a_resume_across_a_code_change_says_so(saved, tmp_path,
+                                                                                 monkeypatch):
+    from atamp_tf import provenance
+    common = dict(dataset="digits", attacks="natural", num_examples=10, norm="linf", eps=0.1,
+                  verbose=False)
+    report = evaluate.evaluate_path(saved["keras"], output_dir=str(tmp_path / "a"), **common)
+    assert report["code_version"] == provenance.code_version()
+    assert "code_version_started" not in report
+    (tmp_path / "b" / "partial").mkdir(parents=True)  # an evaluation started by older code
+    (tmp_path / "b" / "partial" / "code_version.txt").write_text("0123abc\n")
+    resumed = evaluate.evaluate_path(saved["keras"], output_dir=str(tmp_path / "b"), **common)
+    assert resumed["code_version_started"] == "0123abc"
+    monkeypatch.setattr(provenance, "git_code_version",
+                        lambda: (_ for _ in ()).throw(ValueError("not a checkout")))
+    assert provenance.code_version().endswith("(installed, not a git checkout)")

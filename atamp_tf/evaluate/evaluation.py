@@ -23,7 +23,7 @@ import time
 import numpy as np
 from absl import logging
 
-from atamp_tf import rundir
+from atamp_tf import provenance, rundir
 from atamp_tf.attacks import geometry, registry, sanity, suite
 from atamp_tf.checkpoints import (  # noqa: F401 (public here too)
     PARITY_ATOL,
@@ -556,6 +556,17 @@ def _versions():
             "cleverhans": getattr(cleverhans, "__version__", "unknown")}
 
 
+def _code_version_started(state_dir):
+    """The code version the evaluation in state_dir started with (recorded on its first
+    start, read back on a resume)."""
+    path = os.path.join(state_dir, "code_version.txt")
+    if not os.path.isfile(path):
+        os.makedirs(state_dir, exist_ok=True)
+        rundir.atomic_write_text(path, provenance.code_version())
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
 def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, split="test",
                   data_dir=None, npz_dir=None, num_examples=None, attacks=None, norm=None,
                   eps=None, batch_size=128, seed=0, output_dir=None,
@@ -588,6 +599,7 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
                        paths.eval) if source.kind == "run_dir"
                       else os.path.splitext(source.path)[0] + "_eval")
     state_dir = os.path.join(output_dir, PARTIAL_DIR)  # resumable; removed once written
+    started_with = _code_version_started(state_dir)
     report = evaluate_model(x, y, norm=norm, eps=eps_value, attacks=names, keras_model=network,
                             onnx_path=source.onnx_path, batch_size=batch_size, seed=seed,
                             settings=settings, verbose=verbose, state_dir=state_dir)
@@ -600,8 +612,11 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
         "examples": f"{how} {len(x)} examples of the {split} split in its own order",
         **report,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "code_version": provenance.code_version(),
         "versions": _versions(),
     }
+    if started_with != report["code_version"]:  # resumed across a code change: both said
+        report["code_version_started"] = started_with
     paths = write_report(report, output_dir, run_config=config)
     shutil.rmtree(state_dir, ignore_errors=True)
     logging.info("wrote %s", ", ".join(paths.values()))

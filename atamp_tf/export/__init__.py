@@ -15,12 +15,11 @@ import math
 import os
 import posixpath
 import shutil
-import subprocess
 import urllib.parse
 
 import numpy as np
 
-from atamp_tf import rundir
+from atamp_tf import provenance, rundir
 from atamp_tf.checkpoints import PARITY_ATOL, load_keras_model, onnx_session
 from atamp_tf.rundir import atomic_write_text, read_json, sha256_file
 from atamp_tf.zoo import cards as model_card
@@ -318,21 +317,6 @@ def metrics_from_report(report, meta, *, where="report.json", allow_failed_check
     return metrics
 
 
-def git_code_version():
-    """HEAD commit of the checkout this package runs from, "-dirty" if atamp_tf/ has edits."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-    def git(*args):
-        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "atamp_tf")
-    except (OSError, subprocess.CalledProcessError):
-        raise ValueError("code version: not a git checkout; pass --code_version.") from None
-    return commit + ("-dirty" if dirty else "")
-
-
 def _url_for(path, manifest_path, base_url):
     if base_url:
         return f"{base_url.rstrip('/')}/{os.path.basename(path)}"
@@ -529,7 +513,7 @@ def export_to_zoo(keras_path, meta, report, x, y, *, name, out_dir, card_dir, ma
             card=_url_for(card_path, manifest_path, ""), hwc=_input_hwc(model),
             num_classes=model.outputs[0].shape[-1], parity=parity, licence=licence,
             created=created or datetime.date.today().isoformat(),
-            code_version=code_version or git_code_version(), keras=keras, notes=notes,
+            code_version=code_version or provenance.git_code_version(), keras=keras, notes=notes,
             compared_with=compared_with)
         _check_bundle_rule(manifest_path, [(entry["file"]["url"], staged)] + (
             [(keras[0], written[-1])] if keras else []))
