@@ -153,3 +153,10 @@ def convergence_pairs():
     the longer one doing worse (possible with --nopgd_early_stop) fails it too."""
     return tuple((a.name, a.extends) for a in ATTACKS
                  if a.extends and a.same_start_as == a.extends)
+
+
+def failed_in_report(report):
+    """[{name, detail}] of the sanity checks a report.json says failed (read by export and
+    the leaderboard entry; here because it needs no TensorFlow)."""
+    return [{"name": c["name"], "detail": c.get("detail", "")}
+            for c in report.get("checks", ()) if not c.get("passed", True)]

@@ -498,9 +498,9 @@ def leaderboard_entry(report, run_config=None):
         notes.append(f"a subset: {which}, not the whole split")
     if entry["additional_data"] is None:
         notes.append("additional_data unknown: no run_config.json says how it was trained")
-    failed = [c["name"] for c in report.get("checks", ()) if not c.get("passed", True)]
+    failed = registry.failed_in_report(report)
     if failed:
-        notes.append(f"sanity checks failed: {', '.join(failed)} (report.md)")
+        notes.append(f"sanity checks failed: {', '.join(c['name'] for c in failed)} (report.md)")
     if notes:
         entry["footnote"] = "; ".join(notes)
     return entry
@@ -593,11 +593,11 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
     x, y = data.load_arrays(dataset, split, data_dir=data_dir or config.get("data_dir"),
                             npz_dir=npz_dir or config.get("npz_dir"), num_examples=num_examples)
     network = load_keras_model(source.keras_path) if source.keras_path else None
-    if output_dir is None:
-        paths = rundir.RunPaths(source.path)  # best and last each have their own default
-        output_dir = ((paths.eval_last if checkpoint == "last" and not keras_model else
-                       paths.eval) if source.kind == "run_dir"
-                      else os.path.splitext(source.path)[0] + "_eval")
+    if output_dir is None and source.kind == "run_dir":  # best and last: each its own default
+        paths = rundir.RunPaths(source.path)
+        output_dir = paths.eval_last if checkpoint == "last" and not keras_model else paths.eval
+    elif output_dir is None:
+        output_dir = os.path.splitext(source.path)[0] + "_eval"
     state_dir = os.path.join(output_dir, PARTIAL_DIR)  # resumable; removed once written
     started_with = _code_version_started(state_dir)
     report = evaluate_model(x, y, norm=norm, eps=eps_value, attacks=names, keras_model=network,

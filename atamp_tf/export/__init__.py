@@ -20,6 +20,7 @@ import urllib.parse
 import numpy as np
 
 from atamp_tf import provenance, rundir
+from atamp_tf.attacks import registry
 from atamp_tf.checkpoints import PARITY_ATOL, load_keras_model, onnx_session
 from atamp_tf.rundir import atomic_write_text, read_json, sha256_file
 from atamp_tf.zoo import cards as model_card
@@ -286,12 +287,6 @@ def read_report(path):
     return report
 
 
-def failed_checks(report):
-    """The sanity checks (atamp_tf.attacks.sanity) the evaluation report says failed."""
-    return [{"name": c["name"], "detail": c.get("detail", "")}
-            for c in report.get("checks", ()) if not c.get("passed", True)]
-
-
 def metrics_from_report(report, meta, *, where="report.json", allow_failed_checks=False):
     """The manifest's metrics block, after checking the report is about this model's setting.
     A report whose sanity checks failed is refused, unless allow_failed_checks: then the
@@ -304,7 +299,7 @@ def metrics_from_report(report, meta, *, where="report.json", allow_failed_check
                                                            rel_tol=1e-6):
         raise ValueError(f"{where}: threat model {threat} but the model was trained for "
                          f"norm {meta.norm!r}, eps {meta.eps}.")
-    failed = failed_checks(report)
+    failed = registry.failed_in_report(report)
     if failed and not allow_failed_checks:
         raise ValueError(f"{where}: the evaluation failed its sanity checks "
                          f"({', '.join(c['name'] for c in failed)}; its report.md says why), so "
@@ -582,8 +577,7 @@ def add_reference_parity(manifest_path, name, parity_path):
             threat.get("eps", -1.0), entry["threat_model"]["eps"], rel_tol=1e-6)):
         raise ExportError(f"--add_parity: {parity_path} is at {threat}, but {name} is "
                           f"{entry['threat_model']}")
-    headline = entry["metrics"]["attacks"].get("autoattack", {}).get(
-        "autoattack_settings", {}).get("version")
+    headline = zoo_manifest.autoattack_version(entry["metrics"])
     if headline and headline != block["version"]:
         raise ExportError(f"--add_parity: {parity_path} compared the {block['version']} "
                           f"AutoAttack, but {name}'s AutoAttack is {headline}: compare that "

@@ -3,6 +3,7 @@
 The card is generated, never edited by hand, so it can only say what the manifest says.
 """
 from atamp_tf.attacks import registry  # the rows' order: the registry's report order
+from atamp_tf.zoo import manifest as zoo_manifest
 
 
 def _fraction(value):
@@ -62,8 +63,7 @@ def _compared_with(entry):
     rows = [f"| {r['model']} | {_fraction(r['natural'])} | "
             f"{'-' if r['reported'] is None else _fraction(r['reported'])} | "
             f"{_fraction(r['autoattack'])} |" for r in compared["rows"]]
-    version = entry["metrics"].get("attacks", {}).get("autoattack", {}).get(
-        "autoattack_settings", {}).get("version")
+    version = zoo_manifest.autoattack_version(entry["metrics"])
     ours_aa = _fraction(accuracy.get("autoattack")) + (
         f" ({version}, not the standard AutoAttack)"
         if accuracy.get("autoattack") is not None and version != "standard" else "")

@@ -10,6 +10,7 @@ from absl import app, flags, logging
 
 from atamp_tf import cli, zoo
 from atamp_tf.attacks import registry
+from atamp_tf.zoo import manifest as zoo_manifest
 
 _MANIFEST = flags.DEFINE_string("manifest", None, "Zoo manifest JSON (default: "
                                 "$ATAMP_TF_ZOO_MANIFEST, else the package's "
@@ -41,8 +42,7 @@ def format_table(entries):
         acc = metrics["accuracy"]
         robust_name = next((k for k in registry.HEADLINE if acc.get(k) is not None), None)
         label = robust_name
-        version = metrics.get("attacks", {}).get(robust_name or "", {}).get(
-            "autoattack_settings", {}).get("version")
+        version = zoo_manifest.autoattack_version(metrics)
         if robust_name == "autoattack" and version and version != "standard":
             label = f"autoattack {version}"
         robust = (f"{acc[robust_name]:.4f} ({label}, n={metrics['num_examples']})"

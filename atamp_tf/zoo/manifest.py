@@ -177,6 +177,12 @@ def _check_budget(c, budget):
     c.string(budget, "training.budget.selected_on", "selected_on", choices=SELECTION_RULES)
 
 
+def autoattack_version(metrics):
+    """The version of the AutoAttack behind a metrics block (report.json's attacks), or None."""
+    return metrics.get("attacks", {}).get("autoattack", {}).get(
+        "autoattack_settings", {}).get("version")
+
+
 def same_threat_model(threat, dataset, norm, eps):
     """Whether published results' threat_model {dataset, norm, eps} is (dataset, norm, eps)."""
     return (threat["dataset"] == dataset and threat["norm"] == norm and _is_number(eps)
