@@ -316,7 +316,11 @@ def test_a_killed_evaluation_resumes_and_matches_an_uninterrupted_one(saved, tmp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "report.json").exists(), "the kill must land before the end"
-    assert (out / "partial" / "pgd20.done.npz").exists()  # the finished attack was kept
+    with np.load(out / "partial" / "pgd20.done.npz") as kept:  # the finished attack was kept,
+        assert "x_adv" not in kept.files and kept["correct"].shape == (120,)  # as its results
+    with np.load(batches) as progress:  # of AutoAttack's outputs only those that changed
+        assert len(progress["changed"]) == len(progress["changed_rows"])
+        assert len(progress["changed"]) <= (~progress["robust"]).sum() < 120
     done = _cli(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "finished in an earlier run" in done.stderr
@@ -328,6 +332,10 @@ def test_a_killed_evaluation_resumes_and_matches_an_uninterrupted_one(saved, tmp
     reference = np.load(tmp_path / "whole" / "per_example.npz")
     assert sorted(ours.files) == sorted(reference.files)
     for name in reference.files:
+        np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
+    ours, reference = (np.load(d / "adversarial.npz") for d in (out, tmp_path / "whole"))
+    assert sorted(ours.files) == sorted(reference.files) and reference.files
+    for name in reference.files:  # AutoAttack's outputs rebuilt from the changed rows
         np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
 
 

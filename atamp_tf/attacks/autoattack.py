@@ -200,7 +200,8 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
     saved = progress.load() if progress is not None else None
     if saved is not None:
         arrays, meta = saved
-        x_adv, robust, todo = arrays["x_adv"], arrays["robust"], arrays["todo"]
+        robust, todo = arrays["robust"], arrays["todo"]
+        x_adv[arrays["changed"]] = arrays["changed_rows"]
         robust_after = {k[len("after_"):]: v for k, v in arrays.items() if k.startswith("after_")}
         success = {k[len("success_"):]: v for k, v in arrays.items()
                    if k.startswith("success_")}
@@ -209,10 +210,11 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
             where = components[resume_at[0]] if resume_at[0] < len(components) else "the end"
             print(f"AutoAttack resumes at {where}, batch {resume_at[1] + 1}", flush=True)
 
-    def save(component, batch, todo):
+    def save(component, batch, todo):  # of x_adv only the rows it changed: a small file
         if progress is not None:
-            progress.save({"component": component, "batch": batch}, x_adv=x_adv,
-                          robust=robust, todo=todo,
+            changed = np.flatnonzero((x_adv != x).reshape(len(x), -1).any(axis=1))
+            progress.save({"component": component, "batch": batch}, changed=changed,
+                          changed_rows=x_adv[changed], robust=robust, todo=todo,
                           **{f"after_{k}": v for k, v in robust_after.items()},
                           **{f"success_{k}": v for k, v in success.items()})
 

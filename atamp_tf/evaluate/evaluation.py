@@ -226,10 +226,12 @@ def _craft(name, target, x, y, *, norm, eps, num_classes, seed, batch_size, sett
 
 
 class _Saved:
-    """The finished attacks of an evaluation under state_dir (one .npz each: the adversarial
-    examples, the report fields, the seconds), and AutoAttack's per-batch progress; every file
-    is keyed by the evaluation's fingerprint, so another model, examples or settings never
-    reuse them."""
+    """The finished attacks of an evaluation under state_dir, and AutoAttack's per-batch
+    progress; every file is keyed by the evaluation's fingerprint, so another model, examples
+    or settings never reuse them. A finished attack keeps what the report needs: the
+    per-example correctness, its perturbation check, the report fields, the seconds, and (for
+    the attacks whose outputs the report keeps) only the outputs that differ from the inputs.
+    So the state stays small enough to carry a long evaluation to another machine."""
 
     def __init__(self, state_dir, key):
         self.state_dir, self.key = state_dir or None, key
@@ -239,15 +241,30 @@ class _Saved:
             return None
         return rundir.Progress(os.path.join(self.state_dir, f"{name}.{part}.npz"), self.key)
 
-    def load(self, name):
+    def load(self, name, x):
+        """(correct, perturbation Check, extra, seconds, x_adv or None) of a finished attack."""
         saved = (self.progress(name).load()
                  if self.state_dir is not None and name != "natural" else None)
-        return None if saved is None else (saved[0]["x_adv"], saved[1]["extra"],
-                                           saved[1]["seconds"])
+        if saved is None:
+            return None
+        arrays, meta = saved
+        x_adv = None
+        if meta["kept_outputs"]:
+            x_adv = x.copy()
+            x_adv[arrays["changed"]] = arrays["changed_rows"]
+        return (arrays["correct"], sanity.Check(**meta["check"]), meta["extra"],
+                meta["seconds"], x_adv)
 
-    def save(self, name, x_adv, extra, seconds):
-        if self.state_dir is not None and name != "natural":
-            self.progress(name).save({"extra": extra, "seconds": seconds}, x_adv=x_adv)
+    def save(self, name, x, correct, check, extra, seconds, x_adv=None):
+        if self.state_dir is None or name == "natural":
+            return
+        outputs = {}
+        if x_adv is not None:
+            changed = np.flatnonzero((x_adv != x).reshape(len(x), -1).any(axis=1))
+            outputs = {"changed": changed, "changed_rows": x_adv[changed]}
+        self.progress(name).save({"check": check.as_dict(), "extra": extra, "seconds": seconds,
+                                  "kept_outputs": x_adv is not None},
+                                 correct=correct, **outputs)
 
 
 def _evaluation_key(keras_model, onnx_path, x, y, **settings):
@@ -302,9 +319,9 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
         if target is None:
             skipped[name] = _skip_reason(name, names)
             continue
-        done = saved.load(name)
+        done = saved.load(name, x)
         if done is not None:
-            x_adv, extra, seconds = done
+            correct[name], perturbation, extra, seconds, x_adv = done
             logging.info("%s: finished in an earlier run, read from %s", name, state_dir)
         else:
             tic = time.time()
@@ -317,17 +334,19 @@ def evaluate_model(x, y, *, norm, eps, attacks=None, keras_model=None, onnx_path
                 skipped[name] = f"atamp_tf.attacks.autoattack is not available ({err})"
                 continue
             seconds = time.time() - tic
-            saved.save(name, x_adv, extra, seconds)
+            logits = natural_logits if name == "natural" else target.predict(x_adv)
+            correct[name] = logits.argmax(1) == y
+            perturbation = sanity.check_perturbation(name, x, x_adv, norm=norm, eps=eps)
+            saved.save(name, x, correct[name], perturbation, extra, seconds,
+                       x_adv if "component_success" in extra else None)
         extra = dict(extra)
         component_success = extra.pop("component_success", None)
         if component_success is not None:  # AutoAttack: who fooled each example, and its output
             fooled_by.update({f"{name}_fooled_by_{c}": np.asarray(v, bool)
                               for c, v in component_success.items()})
             adversarial[name] = x_adv
-        logits = natural_logits if name == "natural" else target.predict(x_adv)
-        correct[name] = logits.argmax(1) == y
         if name != "natural":
-            checks.append(sanity.check_perturbation(name, x, x_adv, norm=norm, eps=eps))
+            checks.append(perturbation)
         results[name] = {"label": attack.label, "kind": attack.kind,
                          "run_on": target.name,
                          "settings": suite.attack_settings(name, norm=norm, eps=eps,
