@@ -47,6 +47,17 @@ def check_seed(seed):
     return int(seed)
 
 
+_SPECS = {"y": ([None], tf.int32), "f": ([], tf.float32), "i": ([], tf.int32),
+          "s": ([2], tf.int64)}
+
+
+def signature(image_shape, kinds):
+    """A tf.function input_signature: "x" a batch of images of image_shape, "y" labels, "f" a
+    float, "i" an int, "s" a seed pair; e.g. signature((28, 28, 1), "xyfs")."""
+    return [tf.TensorSpec([None, *image_shape], tf.float32) if k == "x" else
+            tf.TensorSpec(*_SPECS[k]) for k in kinds]
+
+
 def flat(t):
     return tf.reshape(t, [tf.shape(t)[0], -1])
 

@@ -82,13 +82,7 @@ def _build(logits_fn, norm, loss_name, image_shape, eot_iter=1):
     def project(z, x, eps):
         return geometry.project_autoattack(z, x, eps=eps, norm=norm)
 
-    spec = tf.TensorSpec([None, *image_shape], tf.float32)
-    lab = tf.TensorSpec([None], tf.int32)
-    num = tf.TensorSpec([], tf.float32)
-    cnt = tf.TensorSpec([], tf.int32)
-
-    @tf.function(input_signature=[spec, lab, lab, num, cnt, cnt, cnt, cnt, num,
-                                  tf.TensorSpec([2], tf.int64)], autograph=False)
+    @tf.function(input_signature=U.signature(image_shape, "xyyfiiiifs"), autograph=False)
     def run(x, y, yt, eps, n_iter, k0, k_min, k_decr, rho, seed):
         x_adv = geometry.random_on_sphere(x, radius=eps, norm=norm, seed=seed)
         logits, loss, grad = loss_and_grad(x_adv, y, yt)

@@ -67,13 +67,7 @@ def _build(logits_fn, norm, image_shape, num_classes=None):
     def predict(z):
         return tf.argmax(fn(z), axis=1, output_type=tf.int32)
 
-    spec = tf.TensorSpec([None, *image_shape], tf.float32)
-    lab = tf.TensorSpec([None], tf.int32)
-    num = tf.TensorSpec([], tf.float32)
-    cnt = tf.TensorSpec([], tf.int32)
-
-    @tf.function(input_signature=[spec, lab, lab, cnt, num, num, num, cnt, num,
-                                  tf.TensorSpec([2], tf.int64)], autograph=False)
+    @tf.function(input_signature=U.signature(image_shape, "xyyifffifs"), autograph=False)
     def run(x0, y, yt, n_iter, alpha_max, eta, beta, search_steps, start_radius, seed):
         x0_flat = U.flat(x0)
         n = tf.shape(x0)[0]

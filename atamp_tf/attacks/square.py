@@ -125,12 +125,7 @@ def _build(logits_fn, norm, image_shape, numpy_logits, num_classes):
         u = tf.random.stateless_uniform([], seed)
         return tf.cast(tf.floor(tf.cast(limit, tf.float32) * u), tf.int32)
 
-    spec = tf.TensorSpec([None, h, w, c], tf.float32)
-
-    @tf.function(input_signature=[spec, tf.TensorSpec([None], tf.int32),
-                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
-                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int64)],
-                 autograph=False)
+    @tf.function(input_signature=U.signature((h, w, c), "xyfifs"), autograph=False)
     def run(x, y, eps, n_queries, p_init, seed):
         n = tf.shape(x)[0]
         keys = tf.random.experimental.stateless_split(seed, 2)
