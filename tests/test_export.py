@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 import zoo_helpers
 
-from atamp_tf import export, zoo
+from atamp_tf import export, rundir, zoo
 from atamp_tf.zoo import manifest as zoo_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,12 +295,14 @@ def test_export_from_a_run_with_a_summary_records_its_budget_on_entry_and_card(
     assert export.read_run_dir(run_dir, "last")[1].budget is None
 
 
-def _parity_table(sha256, *, norm="linf", eps=0.1):
-    """The parts of a reference_cli parity.json that --add_parity reads."""
+def _parity_table(sha256, *, norm="linf", eps=0.1, read_from=None):
+    """The parts of a reference_cli parity.json that --add_parity reads (read_from: the
+    fingerprint of the evaluation report ours was read back from)."""
     versions = {"pyautoattack": "0.2.0", "torch": "2.13.0", "onnx2torch": "1.5.15"}
     return {"onnx_sha256": sha256, "num_examples": 64, "examples": "the first 64 examples",
             "threat_model": {"norm": norm, "eps": eps}, "agreement": 62 / 64,
-            "ours": {"robust_accuracy": 0.5, "settings": {"version": "standard"},
+            "ours": {"robust_accuracy": 0.5,
+                     "settings": {"version": "standard", "read_from_fingerprint": read_from},
                      "model": "keras (read from run/eval/report.json)"},
             "reference": {"robust_accuracy": 0.515625, "settings": versions},
             "disagreements": [{"index": 40}, {"index": 7}]}
@@ -312,9 +314,11 @@ def test_add_parity_records_the_reference_comparison_on_entry_and_card(
     report = zoo_helpers.make_report(model, x, y)
     run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
     entry = _export_run(run_dir, tmp_path, report)
+    assert entry["metrics"]["report_fingerprint"] == rundir.fingerprint(report)
     manifest = tmp_path / "zoo/manifest.json"
     parity = tmp_path / "parity.json"
-    parity.write_text(json.dumps(_parity_table(entry["file"]["sha256"])))
+    own = entry["metrics"]["report_fingerprint"]
+    parity.write_text(json.dumps(_parity_table(entry["file"]["sha256"], read_from=own)))
     updated = export.add_reference_parity(str(manifest), entry["name"], str(parity))
     block = zoo_manifest.read_manifest(manifest)["models"][0]["reference_parity"]
     assert block == updated["reference_parity"]
@@ -324,6 +328,12 @@ def test_add_parity_records_the_reference_comparison_on_entry_and_card(
     assert "robust accuracy 50.00% (ours) and 51.56% (reference)" in card
     assert "agree on 96.88% of the examples; 2 differ (examples 7, 40)" in card
     assert "Ours there is this card's own evaluation, read back." in card
+    assert block["ours_evaluation"] == own
+    parity.write_text(json.dumps(_parity_table(entry["file"]["sha256"], read_from="f" * 64)))
+    export.add_reference_parity(str(manifest), entry["name"], str(parity))
+    card = (tmp_path / "zoo/cards/digits-linf-tiny.md").read_text()  # another evaluation
+    assert "own evaluation" not in card
+    assert "read back from another evaluation of this model, not the one above" in card
     rerun = _parity_table(entry["file"]["sha256"])
     rerun["ours"]["model"] = "onnx (torch gradients)"
     parity.write_text(json.dumps(rerun))

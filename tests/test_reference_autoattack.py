@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from atamp_tf import data, evaluate, export
+from atamp_tf import data, evaluate, export, rundir
 from atamp_tf.attacks.autoattack import AutoAttackResult
 from atamp_tf.evaluate import reference
 from atamp_tf.train import flags as train_flags
@@ -166,6 +166,9 @@ def test_linf_agrees_with_the_reference(trained, examples, l2_cli, tmp_path, mon
     assert {k: via_cli_path[k] for k in table} == table
     per_example = np.load(eval_dir / "per_example.npz")
     np.testing.assert_array_equal(ours.result.robust_mask, per_example["correct_autoattack"])
+    # names the evaluation as export's entry does (metrics.report_fingerprint)
+    assert ours.result.settings["read_from_fingerprint"] == rundir.fingerprint(
+        export.read_report(str(eval_dir / "report.json")))
     assert table["ours"]["robust_accuracy"] == evaluation["accuracy"]["autoattack"]
     assert table["ours"]["seconds"] == pytest.approx(
         evaluation["attacks"]["autoattack"]["seconds"], rel=1e-3)  # all of them: unscaled

@@ -33,6 +33,7 @@ import types
 import numpy as np
 from absl import logging
 
+from atamp_tf import rundir
 from atamp_tf.attacks import suite
 from atamp_tf.rundir import sha256_file
 
@@ -428,6 +429,7 @@ def ours_from_evaluation(eval_dir, x, y, *, predict, dataset, split, norm, eps,
         accuracy=float(robust.mean()), clean_accuracy=float(clean.mean()),
         accuracy_after={k: float(v.mean()) for k, v in robust_after.items()},
         settings={**settings, "read_from": report_path,
+                  "read_from_fingerprint": rundir.fingerprint(report),
                   "timing": f"the evaluation's {attack['seconds']:.0f} s on "
                             f"{report['num_examples']} examples, scaled by robust count"})
     return OursResult(result, f"keras (read from {report_path})", seconds, predict)

@@ -307,6 +307,7 @@ def metrics_from_report(report, meta, *, where="report.json", allow_failed_check
                          "with the failures on the card")
     metrics = {k: report[k] for k in ("split", "num_examples", "examples", "accuracy", "attacks")}
     metrics["worst_case"] = report.get("worst_case")
+    metrics["report_fingerprint"] = rundir.fingerprint(report)  # which evaluation this is
     if failed:
         metrics["failed_checks"] = failed
     return metrics
@@ -543,9 +544,11 @@ def reference_parity_block(parity, report_path):
         raise ExportError(f"--add_parity: {report_path} does not say which AutoAttack version "
                           "ours ran (ours.settings.version)")
     ref = parity["reference"]["settings"]
+    read_from = parity["ours"].get("settings", {}).get("read_from_fingerprint")
     return {
         "report": report_path, "onnx_sha256": parity["onnx_sha256"], "version": version,
         "ours": parity["ours"].get("model") or "not recorded",
+        **({"ours_evaluation": read_from} if read_from else {}),
         "examples": parity.get("examples", f"{parity['num_examples']} examples"),
         "num_examples": int(parity["num_examples"]),
         "robust_ours": float(parity["ours"]["robust_accuracy"]),

@@ -93,16 +93,21 @@ def _reference_parity(entry):
             f"{_fraction(parity['robust_reference'])} (reference); they agree on "
             f"{_fraction(parity['agreement'])} of the examples; {disagree} "
             f"{'differs' if disagree == 1 else 'differ'}{which}. "
-            f"Per-example table: `{parity['report']}`. {_ours_run(parity['ours'])}\n")
+            f"Per-example table: `{parity['report']}`. "
+            f"{_ours_run(parity, entry['metrics'])}\n")
 
 
-def _ours_run(ours):
-    """Whether the parity's "ours" is the evaluation behind the numbers above, or a rerun."""
-    if ours.startswith("keras (read from"):
+def _ours_run(parity, metrics):
+    """Whether the parity's "ours" is the evaluation behind the numbers above (the same
+    report's fingerprint), another evaluation read back, or a rerun."""
+    read_from = parity.get("ours_evaluation")
+    if read_from and read_from == metrics.get("report_fingerprint"):
         return "Ours there is this card's own evaluation, read back."
-    return (f"Ours there is a separate run of our AutoAttack ({ours}), whose random draws "
-            "differ from the evaluation above, so its robust accuracy may differ from the "
-            "table's by a few examples.")
+    run = ("read back from another evaluation of this model, not the one above"
+           if read_from else "a separate run of our AutoAttack")
+    return (f"Ours there is {run} ({parity['ours']}), whose random draws differ from the "
+            "evaluation above, so its robust accuracy may differ from the table's by a few "
+            "examples.")
 
 
 def _budget(training):
