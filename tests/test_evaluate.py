@@ -361,6 +361,24 @@ def test_a_mixed_precision_checkpoint_is_attacked_in_float32():
     assert plain is full and dtypes == ["float32"]
 
 
+def test_state_of_older_code_is_recomputed_not_misread(saved, tmp_path):
+    """A finished attack saved in the older format (the whole x_adv) is run again."""
+    x, y = _first(40)
+    common = dict(norm="linf", eps=0.1, attacks="natural,fgsm", keras_model=saved["model"],
+                  verbose=False, state_dir=str(tmp_path))
+    first = evaluate.evaluate_model(x, y, **common)
+    path = tmp_path / "fgsm.done.npz"
+    with np.load(path) as kept:
+        meta = json.loads(str(kept["meta"]))
+    np.savez(path, meta=np.array(json.dumps({"extra": {}, "seconds": 1.0, "key": meta["key"]})),
+             x_adv=np.zeros_like(x))  # the format before session 9
+    again = evaluate.evaluate_model(x, y, **common)
+    assert again["accuracy"] == first["accuracy"]
+    np.testing.assert_array_equal(again["per_example"]["fgsm"], first["per_example"]["fgsm"])
+    with np.load(path) as kept:
+        assert "correct" in kept.files  # saved again, in the current format
+
+
 def test_no_state_dir_saves_nothing_and_a_bare_report_still_writes(saved, tmp_path,
                                                                     monkeypatch):
     monkeypatch.chdir(tmp_path)

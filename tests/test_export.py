@@ -334,6 +334,15 @@ def test_add_parity_records_the_reference_comparison_on_entry_and_card(
     card = (tmp_path / "zoo/cards/digits-linf-tiny.md").read_text()  # another evaluation
     assert "own evaluation" not in card
     assert "read back from another evaluation of this model, not the one above" in card
+    legacy = json.loads(manifest.read_text())  # an entry exported before fingerprints
+    del legacy["models"][0]["metrics"]["report_fingerprint"]
+    legacy_manifest = tmp_path / "legacy" / "manifest.json"
+    legacy_manifest.parent.mkdir()
+    legacy_manifest.write_text(json.dumps(legacy))
+    (tmp_path / "legacy" / "cards").mkdir()
+    export.add_reference_parity(str(legacy_manifest), entry["name"], str(parity))
+    card = (tmp_path / "legacy" / "cards" / "digits-linf-tiny.md").read_text()
+    assert "an evaluation that this entry cannot identify" in card and "own evaluation" not in card
     rerun = _parity_table(entry["file"]["sha256"])
     rerun["ours"]["model"] = "onnx (torch gradients)"
     parity.write_text(json.dumps(rerun))
@@ -368,6 +377,9 @@ def test_add_parity_records_the_reference_comparison_on_entry_and_card(
     bad = dict(block, disagree_indices=[7])  # fewer indices than num_disagree
     with pytest.raises(zoo_manifest.ManifestError, match="disagree_indices"):
         zoo_manifest.validate_entry({**updated, "reference_parity": bad})
+    with pytest.raises(zoo_manifest.ManifestError, match="ours_evaluation"):
+        zoo_manifest.validate_entry({**updated, "reference_parity": dict(block,
+                                                                         ours_evaluation="x")})
 
 
 HEADER = "model,natural,reported,autoattack,source,dataset,norm,eps\n"

@@ -198,6 +198,8 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
 
     resume_at, todo = (0, 0), None
     saved = progress.load() if progress is not None else None
+    if saved is not None and "changed" not in saved[0]:  # older code's format: start afresh
+        saved = None
     if saved is not None:
         arrays, meta = saved
         robust, todo = arrays["robust"], arrays["todo"]

@@ -245,7 +245,7 @@ class _Saved:
         """(correct, perturbation Check, extra, seconds, x_adv or None) of a finished attack."""
         saved = (self.progress(name).load()
                  if self.state_dir is not None and name != "natural" else None)
-        if saved is None:
+        if saved is None or "correct" not in saved[0]:  # none, or older code's format
             return None
         arrays, meta = saved
         x_adv = None

@@ -100,11 +100,16 @@ def _reference_parity(entry):
 def _ours_run(parity, metrics):
     """Whether the parity's "ours" is the evaluation behind the numbers above (the same
     report's fingerprint), another evaluation read back, or a rerun."""
-    read_from = parity.get("ours_evaluation")
-    if read_from and read_from == metrics.get("report_fingerprint"):
+    read_from, own = parity.get("ours_evaluation"), metrics.get("report_fingerprint")
+    if read_from and read_from == own:
         return "Ours there is this card's own evaluation, read back."
-    run = ("read back from another evaluation of this model, not the one above"
-           if read_from else "a separate run of our AutoAttack")
+    if read_from and own:
+        run = "read back from another evaluation of this model, not the one above"
+    elif read_from or parity["ours"].startswith("keras (read from"):
+        run = ("read back from an evaluation that this entry cannot identify (exported before "
+               "evaluations were fingerprinted), perhaps not the one above")
+    else:
+        run = "a separate run of our AutoAttack"
     return (f"Ours there is {run} ({parity['ours']}), whose random draws differ from the "
             "evaluation above, so its robust accuracy may differ from the table's by a few "
             "examples.")

@@ -227,6 +227,9 @@ def _check_reference_parity(c, entry):
                "optionally ours_evaluation", sorted(parity))
     for key in ("report", "version", "examples", "reference", "ours"):
         c.string(parity, f"reference_parity.{key}", key)
+    if "ours_evaluation" in parity:
+        c.string(parity, "reference_parity.ours_evaluation", "ours_evaluation",
+                 pattern=SHA256_PATTERN)
     sha = c.string(parity, "reference_parity.onnx_sha256", "onnx_sha256")
     if sha != entry.get("file", {}).get("sha256"):
         c.fail("reference_parity.onnx_sha256", "the sha256 of the entry's own file", sha)
@@ -255,6 +258,9 @@ def _check_metrics(c, entry):
         if value is not None and not (_is_number(value) and 0 <= value <= 1):
             c.fail(f"metrics.accuracy.{attack}", "a fraction in [0, 1] or null", value)
     c.obj(metrics, "metrics.attacks", "attacks")
+    if "report_fingerprint" in metrics:
+        c.string(metrics, "metrics.report_fingerprint", "report_fingerprint",
+                 pattern=SHA256_PATTERN)
     for i, check in enumerate(metrics.get("failed_checks") or ()):
         c.string(check, f"metrics.failed_checks[{i}].name", "name")
 
