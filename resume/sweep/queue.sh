@@ -12,6 +12,7 @@
 #    test subset) with the standard AutoAttack as well (issue 11 allows the full AutoAttack
 #    for these two only when the time is short; each evaluation resumes per attack and batch);
 # 3. write the sweep's report (docs/sweep/sweep.md and sweep.png).
+# PGD-AT's last checkpoint is evaluated first and alone: its time is issue 14's "ours now".
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-/root/atamp_runs/sweep}
@@ -44,6 +45,9 @@ acc = {r: json.load(open(f"{sys.argv[1]}/cifar10_l2_{r}/summary.json"))["best"][
 print(max(runs, key=acc.get))' $RUNS "${AMP[@]}")
 echo "the full AutoAttack for pgd_at and $best_amp"
 
+# PGD-AT's last checkpoint first and alone: its AutoAttack time is "ours now" in issue 14's
+# timing table (resume/autoattack_timing.sh)
+evaluate pgd_at last $BASIC,autoattack
 for run in "${ALL[@]}"; do
   attacks=$BASIC
   [ $run = pgd_at ] || [ $run = $best_amp ] && attacks=$BASIC,autoattack
