@@ -105,3 +105,13 @@ def test_checks_return_the_value():
     assert isinstance(geometry.check_number("steps", np.int64(3), whole=True), int)
     assert geometry.check_number("eps", np.float32(0.5)) == np.float32(0.5)
     assert geometry.check_norm("l2") == "l2"
+
+
+def test_changed_rows_round_trip():
+    x = np.zeros((5, 2, 2, 1), np.float32)
+    x_adv = x.copy()
+    x_adv[[1, 3], 0, 1, 0] = [0.25, 0.5]
+    indices, rows = geometry.changed_rows(x, x_adv)
+    assert indices.tolist() == [1, 3] and rows.shape == (2, 2, 2, 1)
+    np.testing.assert_array_equal(geometry.with_rows(x, indices, rows), x_adv)
+    assert not x.any()  # the clean batch is left as it was

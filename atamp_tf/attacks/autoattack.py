@@ -203,7 +203,7 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
     if saved is not None:
         arrays, meta = saved
         robust, todo = arrays["robust"], arrays["todo"]
-        x_adv[arrays["changed"]] = arrays["changed_rows"]
+        x_adv = geometry.with_rows(x, arrays["changed"], arrays["changed_rows"])
         robust_after = {k[len("after_"):]: v for k, v in arrays.items() if k.startswith("after_")}
         success = {k[len("success_"):]: v for k, v in arrays.items()
                    if k.startswith("success_")}
@@ -214,9 +214,9 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
 
     def save(component, batch, todo):  # of x_adv only the rows it changed: a small file
         if progress is not None:
-            changed = np.flatnonzero((x_adv != x).reshape(len(x), -1).any(axis=1))
+            changed, rows = geometry.changed_rows(x, x_adv)
             progress.save({"component": component, "batch": batch}, changed=changed,
-                          changed_rows=x_adv[changed], robust=robust, todo=todo,
+                          changed_rows=rows, robust=robust, todo=todo,
                           **{f"after_{k}": v for k, v in robust_after.items()},
                           **{f"success_{k}": v for k, v in success.items()})
 

@@ -79,6 +79,20 @@ def lp_norm_np(v, norm):
     return np.sqrt((flat ** 2).sum(axis=1))
 
 
+def changed_rows(x, x_adv):
+    """(indices, rows) of the examples whose x_adv differs from x: a batch of adversarial
+    examples stored small (most of AutoAttack's outputs are their clean images)."""
+    indices = np.flatnonzero((x_adv != x).reshape(len(x), -1).any(axis=1))
+    return indices, x_adv[indices]
+
+
+def with_rows(x, indices, rows):
+    """x with the rows at indices replaced: the inverse of changed_rows."""
+    out = np.array(x, copy=True)
+    out[indices] = rows
+    return out
+
+
 # ---------------------------------------------------------------------------- losses
 
 def cross_entropy(logits, y):

@@ -248,10 +248,8 @@ class _Saved:
         if saved is None or "correct" not in saved[0]:  # none, or older code's format
             return None
         arrays, meta = saved
-        x_adv = None
-        if meta["kept_outputs"]:
-            x_adv = x.copy()
-            x_adv[arrays["changed"]] = arrays["changed_rows"]
+        x_adv = (geometry.with_rows(x, arrays["changed"], arrays["changed_rows"])
+                 if meta["kept_outputs"] else None)
         return (arrays["correct"], sanity.Check(**meta["check"]), meta["extra"],
                 meta["seconds"], x_adv)
 
@@ -260,8 +258,7 @@ class _Saved:
             return
         outputs = {}
         if x_adv is not None:
-            changed = np.flatnonzero((x_adv != x).reshape(len(x), -1).any(axis=1))
-            outputs = {"changed": changed, "changed_rows": x_adv[changed]}
+            outputs["changed"], outputs["changed_rows"] = geometry.changed_rows(x, x_adv)
         self.progress(name).save({"check": check.as_dict(), "extra": extra, "seconds": seconds,
                                   "kept_outputs": x_adv is not None},
                                  correct=correct, **outputs)
@@ -552,8 +549,7 @@ def write_report(report, output_dir, run_config=None):
         paths["adversarial"] = os.path.join(output_dir, "adversarial.npz")
         arrays = {}
         for name, (x, x_adv) in adversarial.items():
-            moved = np.flatnonzero((x_adv != x).reshape(len(x), -1).any(axis=1))
-            arrays[f"{name}_indices"], arrays[f"{name}_x_adv"] = moved, x_adv[moved]
+            arrays[f"{name}_indices"], arrays[f"{name}_x_adv"] = geometry.changed_rows(x, x_adv)
         np.savez_compressed(paths["adversarial"], **arrays)
         report["adversarial"] = {
             "file": "adversarial.npz", "arrays": list(arrays),

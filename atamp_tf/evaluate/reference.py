@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from atamp_tf import rundir
-from atamp_tf.attacks import suite
+from atamp_tf.attacks import geometry, suite
 from atamp_tf.rundir import sha256_file
 
 REFERENCE_NORMS = {"linf": "Linf", "l2": "L2"}
@@ -417,9 +417,9 @@ def ours_from_evaluation(eval_dir, x, y, *, predict, dataset, split, norm, eps,
     for c in components:
         robust = robust & ~success[c]
         robust_after[c] = robust.copy()
-    x_adv = x.copy()
     keep = saved["autoattack_indices"] < n
-    x_adv[saved["autoattack_indices"][keep]] = saved["autoattack_x_adv"][keep]
+    x_adv = geometry.with_rows(x, saved["autoattack_indices"][keep],
+                               saved["autoattack_x_adv"][keep])
     total_robust = int(per_example["correct_autoattack"].sum())
     seconds = float(attack["seconds"]) * (robust.sum() / total_robust if total_robust else
                                           n / report["num_examples"])
