@@ -4,10 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from atamp_tf import rundir
-from atamp_tf.tools import sweep
+from atamp_tf.tools import paired, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIME = {"method": "at", "dataset": "cifar10", "norm": "l2", "eps_text": "128/255",
@@ -16,7 +17,9 @@ REGIME = {"method": "at", "dataset": "cifar10", "norm": "l2", "eps_text": "128/2
 
 
 def _run(tmp_path, name, *, delta, scope="tensor", robust, seed=0, reports=(), holdout=None,
-         **regime):
+         masks=None, **regime):
+    """A finished sweep run; reports: (checkpoint, AutoAttack accuracy) pairs, each with its
+    per-example results masks[checkpoint] (AutoAttack correctness over 1,000) if given."""
     run = tmp_path / name
     run.mkdir()
     rows = [{"epoch": i + 1, "lr": 0.1, "train_loss": 1.0, "train_adv_acc": 0.5,
@@ -35,9 +38,14 @@ def _run(tmp_path, name, *, delta, scope="tensor", robust, seed=0, reports=(), h
     for which, aa in reports:
         path = paths.eval_report if which == "best" else paths.eval_last_report
         Path(path).parent.mkdir()
-        rundir.atomic_write_json(path, {"num_examples": 1000, "checks_passed": True,
-                                        "accuracy": {"natural": 0.4, "autoattack": aa},
-                                        "settings": {"autoattack": {"version": "standard"}}})
+        report = {"num_examples": 1000, "checks_passed": True, "examples": "the first 1000",
+                  "accuracy": {"natural": 0.4, "autoattack": aa},
+                  "attacks": {"autoattack": {"autoattack_settings": {"version": "standard"}}}}
+        if masks and which in masks:
+            np.savez_compressed(Path(path).parent / "per_example.npz",
+                                correct_autoattack=np.asarray(masks[which], bool))
+            report["per_example"] = {"file": "per_example.npz"}
+        rundir.atomic_write_json(path, report)
     return str(run)
 
 
@@ -59,9 +67,29 @@ def test_sweep_orders_runs_and_reports_best_last_drop_and_errors(tmp_path):
     assert labels[:3] == ["| PGD-AT", "| AMP (per tensor), delta 0.05", "| AWP scope, gamma 0.01"]
     assert "| PGD-AT | 0 | 33.0 (2) | 25.0 | 8.0 | 60.0 | 60.0 | 25.0 |" in text
     # 0.3 on 1000 examples: standard error sqrt(0.21 / 1000) = 1.45%
-    assert "| AMP (per tensor), delta 0.05 | 0 | best | 1000 | 40.0 ± 1.5 | 30.0 ± 1.4 |" in text
+    assert ("| AMP (per tensor), delta 0.05 | 0 | best | 1000 | 40.0 ± 1.5 | 30.0 ± 1.4 | "
+            "standard | pass |") in text
     assert "| AMP (per tensor), delta 0.05 | 0 | last | 1000 | 40.0 ± 1.5 | 29.0 ± 1.4 |" in text
     assert (out / "sweep.png").stat().st_size > 5000 and len(paths) == 2
+
+
+def test_sweep_pairs_each_run_against_pgd_at_on_the_same_examples(tmp_path):
+    base = np.zeros(1000, bool)
+    base[:270] = True
+    amp = base.copy()
+    amp[260:270] = False  # 10 examples only PGD-AT gets right
+    amp[270:310] = True  # 40 only AMP
+    runs = sweep.load_runs([
+        _run(tmp_path, "at", delta=0.0, robust=[0.3], reports=[("best", 0.27), ("last", 0.2)],
+             masks={"best": base}),
+        _run(tmp_path, "d05", delta=0.05, robust=[0.3], reports=[("best", 0.3), ("last", 0.3)],
+             masks={"best": amp, "last": amp})])
+    text = sweep.paired_markdown(runs)
+    d = paired.paired_difference(base, amp)
+    assert d.difference == pytest.approx(0.03) and (d.only_baseline, d.only_other) == (10, 40)
+    assert f"| AMP (per tensor), delta 0.05 | 0 | best | {paired.format_difference(d)} |" in text
+    assert "| last |" not in text  # PGD-AT's last checkpoint has no per-example results
+    assert "Paired against PGD-AT" in sweep.sweep_markdown(runs)
 
 
 def test_sweep_marks_a_best_epoch_selected_on_held_out_data(tmp_path):

@@ -2,7 +2,8 @@
 
 `python -m atamp_tf.reproduction --sweep_runs=DIR1,DIR2,... --output_dir=DIR` writes
 `sweep.md` (per-epoch best/last, gap, drop; the final evaluation of the best and last
-checkpoints with binomial standard errors) and `sweep.png` (robust accuracy, natural accuracy,
+checkpoints with binomial standard errors; each run paired against PGD-AT on the same examples)
+and `sweep.png` (robust accuracy, natural accuracy,
 robust gap and best-last drop against delta, PGD-AT as the delta = 0 point, AWP's scope as a
 separate marker). The final evaluation of a run is `<run>/eval/report.json` (best checkpoint,
 `python -m atamp_tf.evaluate`'s default) and `<run>/eval_last/report.json` (`--checkpoint=last
@@ -13,7 +14,9 @@ import os
 
 from atamp_tf import plots, rundir
 from atamp_tf.attacks.registry import NORM_LABELS
+from atamp_tf.tools import paired
 from atamp_tf.tools.reproduction import column_labels, evaluation_columns, selection_note
+from atamp_tf.zoo import manifest as zoo_manifest
 
 SCOPE_NAMES = {"tensor": "AMP (per tensor)", "global": "AMP (global)", "awp": "AWP scope"}
 
@@ -30,9 +33,11 @@ class SweepRun:
         paths = rundir.RunPaths(run_dir)
         self.config, self.summary, self.rows = rundir.read_finished_run(run_dir, "sweep_runs")
         self.dir, self.name = run_dir, os.path.basename(os.path.normpath(run_dir))
-        self.reports = {which: rundir.read_json(path) for which, path in
-                        (("best", paths.eval_report), ("last", paths.eval_last_report))
-                        if os.path.isfile(path)}
+        self.evaluations = {  # which checkpoint -> (report, per-example masks)
+            which: paired.read_per_example(eval_dir, "sweep_runs", require_masks=False)
+            for which, eval_dir in (("best", paths.eval), ("last", paths.eval_last))
+            if os.path.isfile(os.path.join(eval_dir, "report.json"))}
+        self.reports = {which: e[0] for which, e in self.evaluations.items()}
 
     @property
     def delta(self):
@@ -117,10 +122,34 @@ def evaluation_markdown(runs):
         n, accuracy = report["num_examples"], report["accuracy"]
         cells = [_pct(accuracy[c], binomial_se(accuracy[c], n)) if accuracy.get(c) is not None
                  else "-" for c in columns]
-        version = (report.get("settings", {}).get("autoattack", {}) or {}).get("version", "-")
+        version = zoo_manifest.autoattack_version(report) or "-"
         checks = "pass" if report.get("checks_passed") else "**FAILED**"
         lines.append(f"| {run.label} | {run.seed} | {which} | {n} | " + " | ".join(cells)
                      + f" | {version} | {checks} |")
+    return "\n".join(lines)
+
+
+def paired_markdown(runs):
+    """Each run's checkpoint against PGD-AT's same checkpoint (the first PGD-AT run), example by
+    example: the difference ± one paired standard error and McNemar's p, per attack."""
+    baseline = next((r for r in runs if r.scope is None), None)
+    pairs = [(run, which) for run in runs if baseline is not None and run is not baseline
+             for which in ("best", "last")
+             if run.evaluations.get(which, ({}, {}))[1]
+             and baseline.evaluations.get(which, ({}, {}))[1]]
+    if not pairs:
+        return "(no run and PGD-AT both have per-example results of the same checkpoint yet)"
+    columns = [c for c in evaluation_columns([run.reports[which] for run, which in pairs])
+               if any(c in run.evaluations[which][1] for run, which in pairs)]
+    lines = ["| run | seed | checkpoint | " + column_labels(columns) + " |",
+             "| --- | ---: | --- |" + " ---: |" * len(columns)]
+    for run, which in pairs:
+        paired.check_same_examples(baseline.reports[which], run.reports[which], "sweep_runs")
+        differences = paired.paired_rows(baseline.evaluations[which], run.evaluations[which],
+                                         columns)
+        cells = [paired.format_difference(differences[c]) if c in differences else "-"
+                 for c in columns]
+        lines.append(f"| {run.label} | {run.seed} | {which} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -133,7 +162,12 @@ def sweep_markdown(runs):
             "### Per-epoch test subset (%, the attack of `--eval_attack_steps`)\n\n"
             + per_epoch_markdown(runs)
             + "\n\n### Final evaluation (%, ± one binomial standard error)\n\n"
-            + evaluation_markdown(runs) + "\n")
+            + evaluation_markdown(runs)
+            + "\n\n### Paired against PGD-AT (percentage points, the same examples)\n\n"
+            "Each run's checkpoint minus PGD-AT's same checkpoint, ± one paired standard error "
+            "(McNemar's exact p; atamp_tf/tools/paired.py): sharper than the binomial errors "
+            "above, which treat the two models' examples as independent.\n\n"
+            + paired_markdown(runs) + "\n")
 
 
 def _robust_for_plot(run, which):
