@@ -89,10 +89,10 @@ def test_comparison_puts_published_rows_beside_ours_and_pairs_each_run(tmp_path)
     assert "| **ours: PGD-AT** (`pgd_at`) | 10 | - | 100.00 | 60.00 (standard) | pass |" in text
     assert "| **ours: PGD-AT-AMP, delta 0.06** (`pgd_at_amp`) | 10 | - | 90.00 | " in text
     assert "| PGD-AT-AMP, delta 0.06 | trades_small_cnn | 1 | PGD-10, step 0.075, eps ramp 5 " \
-           "epochs | 1, held-out | 2.0 h |" in text
+           "epochs | 1 (held-out) | 2.0 h |" in text
     # AutoAttack: example 5 only PGD-AT, examples 6-8 only AT-AMP -> +2 of 10
     d = paired.paired_difference([1] * 6 + [0] * 4, [1] * 5 + [0] + [1] * 3 + [0])
-    assert (f"| PGD-AT-AMP, delta 0.06 | autoattack | 60.00 | 80.00 | "
+    assert (f"| PGD-AT-AMP, delta 0.06 | AutoAttack | 60.00 | 80.00 | "
             f"{paired.format_difference(d)} | 1 | 3 |") in text
 
 

@@ -10,9 +10,10 @@ checkpoint selection, and every other run paired against the first, example by e
 import os
 
 from atamp_tf import export, rundir
+from atamp_tf.attacks import registry
 from atamp_tf.attacks.registry import NORM_LABELS
 from atamp_tf.tools import paired
-from atamp_tf.tools.reproduction import column_labels, evaluation_columns, selection_note
+from atamp_tf.tools.reproduction import column_labels, evaluation_columns
 from atamp_tf.zoo import manifest as zoo_manifest
 
 FLAG = "compare_runs"
@@ -48,7 +49,8 @@ class EvaluatedRun:
         return [f"{c['arch']}", f"{s['epochs_done']}", f"PGD-{c['attack_steps']}, step "
                 f"{c.get('step_size_text') or c['step_size']}" + (f", eps ramp {ramp:g} epochs"
                                                                   if ramp else ""),
-                f"{s['best']['epoch']}{selection_note(s)}",
+                f"{s['best']['epoch']} ("
+                + ("held-out" if s.get("selected_on") == "holdout" else "test subset") + ")",
                 f"{s.get('train_seconds', 0) / 3600:.1f} h"]
 
 
@@ -97,7 +99,8 @@ def results_markdown(runs, compared_with):
 
 
 def budget_markdown(runs):
-    lines = ["| run | architecture | epochs | training attack | best epoch | training time |",
+    lines = ["| run | architecture | epochs | training attack | best epoch (selected on) | "
+             "training time |",
              "| --- | --- | ---: | --- | ---: | ---: |"]
     lines += [f"| {run.label} | " + " | ".join(run.budget()) + " |" for run in runs]
     return "\n".join(lines)
@@ -113,7 +116,8 @@ def paired_markdown(runs):
     for run in runs[1:]:
         differences = paired.paired_rows(baseline.evaluation, run.evaluation, columns)
         for attack, d in differences.items():
-            lines.append(f"| {run.label} | {attack} | {_pct(d.baseline)} | {_pct(d.other)} | "
+            lines.append(f"| {run.label} | {registry.get(attack).label} | "
+                         f"{_pct(d.baseline)} | {_pct(d.other)} | "
                          f"{paired.format_difference(d)} | {d.only_baseline} | "
                          f"{d.only_other} |")
     return "\n".join(lines)
