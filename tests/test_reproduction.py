@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from atamp_tf import rundir
-from atamp_tf.tools import reproduction
+from atamp_tf.tools import paired, reproduction, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 # The rows of the paper's results table (../shared/paper/results.csv) that the report quotes.
@@ -115,8 +116,44 @@ def test_docs_reproduction_quotes_the_committed_runs():
     doc = (ROOT / "docs" / "reproduction.md").read_text()
     assert reproduction.table1_markdown(runs, paper) in doc
     assert reproduction.evaluation_markdown(runs) in doc
+    assert reproduction.paired_markdown(runs) in doc
+    assert "(no PGD-AT-AMP run" not in reproduction.paired_markdown(runs)
     for run in runs:  # every committed reproduction run was evaluated, and passed the checks
         assert run.report is not None, f"{run.dir} has no eval/report.json"
         assert run.report["checks_passed"], f"{run.dir}: evaluation sanity checks failed"
         assert run.report["num_examples"] >= 1000
         assert os.path.isfile(os.path.join(run.dir, "flags.cfg"))
+
+
+SWEEP_RUNS = sorted(str(p) for p in (ROOT / "docs" / "runs" / "sweep").glob("*")
+                    if (p / "summary.json").is_file())
+
+
+def test_docs_reproduction_and_docs_sweep_quote_the_committed_sweep_runs():
+    """The sweep section of docs/reproduction.md and docs/sweep/sweep.md are exactly what
+    --sweep_runs makes from the committed sweep runs."""
+    text = sweep.sweep_markdown(sweep.load_runs(SWEEP_RUNS))
+    assert text in (ROOT / "docs" / "reproduction.md").read_text()
+    assert text == (ROOT / "docs" / "sweep" / "sweep.md").read_text()
+
+
+def test_paired_table_pairs_each_amp_run_with_the_pgd_at_run_of_its_threat_model(tmp_path):
+    at = _fake_run(tmp_path, "at", norm="l2", delta=0.0, robust=[0.3], natural=[0.4],
+                   train_robust=[0.4])
+    amp = _fake_run(tmp_path, "amp", norm="l2", delta=0.1, robust=[0.3], natural=[0.4],
+                    train_robust=[0.4])
+    alone = _fake_run(tmp_path, "alone", norm="linf", delta=0.1, robust=[0.3], natural=[0.4],
+                      train_robust=[0.4])
+    masks = {"at": [1, 1, 0, 0], "amp": [1, 0, 1, 1], "alone": [1, 1, 1, 1]}
+    for run, correct in zip((at, amp, alone), masks.values()):
+        os.makedirs(os.path.join(run, "eval"))
+        np.savez_compressed(os.path.join(run, "eval", "per_example.npz"),
+                            correct_pgd20=np.array(correct, bool))
+        rundir.atomic_write_json(os.path.join(run, "eval", "report.json"), {
+            "num_examples": 4, "examples": "the first 4", "checks_passed": True,
+            "accuracy": {"pgd20": float(np.mean(correct))}, "per_example": {}})
+    runs = [reproduction.Run(d) for d in (amp, alone, at)]
+    text = reproduction.paired_markdown(runs)
+    d = paired.paired_difference(masks["at"], masks["amp"])
+    assert f"| L2 128/255 | `amp` - `at` | {paired.format_difference(d)} |" in text
+    assert "`alone`" not in text  # no L-inf PGD-AT to pair it with

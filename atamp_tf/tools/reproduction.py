@@ -5,7 +5,8 @@ directory's `summary.json`, `run_config.json`, `metrics.csv` and `eval/report.js
 evaluated) and the paper's `results.csv`, and writes into `--output_dir`:
   - `tables.md`: Table 1's layout (best and last test robust and natural accuracy, the
     best-last drop, the robust generalisation gap), the paper's values beside ours, then the
-    final evaluation suite of each run's best checkpoint;
+    final evaluation suite of each run's best checkpoint, then each AT-AMP run paired against
+    the PGD-AT run of its threat model on the same examples (atamp_tf/tools/paired.py);
   - `curves_<dataset>_<norm>.png`: train robust, test robust and the gap per epoch, PGD-AT
     against PGD-AT-AMP (the paper's Fig. 3 and 6).
 Every number comes from those files, so `docs/reproduction.md` can quote the tables verbatim
@@ -18,6 +19,7 @@ import os
 from atamp_tf import plots, rundir
 from atamp_tf.attacks import registry
 from atamp_tf.attacks.registry import NORM_LABELS
+from atamp_tf.tools import paired
 
 
 def evaluation_columns(reports):
@@ -39,8 +41,9 @@ class Run:
         self.config, self.summary, self.rows = rundir.read_finished_run(run_dir, "runs")
         self.dir = run_dir
         self.name = os.path.basename(os.path.normpath(run_dir))
-        self.report = (rundir.read_json(paths.eval_report) if os.path.isfile(paths.eval_report)
-                       else None)
+        self.report, self.masks = (paired.read_per_example(paths.eval, "runs",
+                                                           require_masks=False)
+                                   if os.path.isfile(paths.eval_report) else (None, {}))
         if self.config.get("method") != "at":
             raise ValueError(f"--runs: {run_dir} trained with method {self.config.get('method')!r}"
                              "; the Table 1 report covers PGD-AT and PGD-AT-AMP only")
@@ -138,6 +141,31 @@ def evaluation_markdown(runs):
     return "\n".join(lines) if evaluated else "(no run has an eval/report.json yet)"
 
 
+def paired_markdown(runs):
+    """Each evaluated PGD-AT-AMP run against the PGD-AT run of its dataset and threat model,
+    example by example (atamp_tf/tools/paired.py): percentage points ± one paired SE."""
+    evaluated = [r for r in _sorted(runs) if r.masks]
+    baselines = {r.key[:2]: r for r in evaluated if r.method == "pgd_at"}
+    pairs = [(baselines[r.key[:2]], r) for r in evaluated
+             if r.method == "pgd_at_amp" and r.key[:2] in baselines]
+    if not pairs:
+        return "(no PGD-AT-AMP run has a PGD-AT run with per-example results beside it)"
+    columns = [c for c in evaluation_columns([r.report for pair in pairs for r in pair])
+               if any(c in base.masks and c in run.masks for base, run in pairs)]
+    lines = ["| threat | PGD-AT-AMP - PGD-AT | " + column_labels(columns) + " |",
+             "| --- | --- |" + " ---: |" * len(columns)]
+    for base, run in pairs:
+        paired.check_same_examples(base.report, run.report, "runs")
+        differences = paired.paired_rows((base.report, base.masks), (run.report, run.masks),
+                                         columns)
+        lines.append(f"| {NORM_LABELS[run.config['norm']]} {run.config['eps_text']} | "
+                     f"`{run.name}` - `{base.name}` | "
+                     + " | ".join(paired.format_difference(differences[c])
+                                  if c in differences else "-" for c in columns)
+                     + " |")
+    return "\n".join(lines)
+
+
 def tables_markdown(runs, paper):
     """The whole tables.md text."""
     return ("## Table 1 layout (test robust and natural accuracy, %, per-epoch PGD-20 subset)\n\n"
@@ -147,7 +175,10 @@ def tables_markdown(runs, paper):
                if any(r.summary.get("selected_on") == "holdout" for r in runs) else "")
             + table1_markdown(runs, paper)
             + "\n\n## Final evaluation of the best checkpoints (%)\n\n"
-            + evaluation_markdown(runs) + "\n")
+            + evaluation_markdown(runs)
+            + "\n\n## PGD-AT-AMP against PGD-AT on the same examples (percentage points)\n\n"
+            "± one paired standard error, McNemar's exact p (atamp_tf/tools/paired.py).\n\n"
+            + paired_markdown(runs) + "\n")
 
 
 def plot_curves(runs, output_dir):
