@@ -108,6 +108,10 @@ def test_comparison_refuses_other_examples_threat_models_and_missing_results(tmp
     (Path(amp2) / "eval" / "per_example.npz").unlink()
     with pytest.raises(ValueError, match="no per-example results"):
         comparison.load_runs([base2, amp2])
+    report = {"dataset": "mnist", "split": "test", "examples": EXAMPLES, "num_examples": 10,
+              "threat_model": {"norm": "linf", "eps": 0.3}}
+    with pytest.raises(ValueError, match="lacks split: cannot tell"):
+        paired.check_same_examples(report, {**report, "split": None}, "compare_runs")
     with pytest.raises(ValueError, match="at least one other"):
         comparison.load_runs([base2])
 

@@ -151,6 +151,7 @@ def test_paired_table_pairs_each_amp_run_with_the_pgd_at_run_of_its_threat_model
                             correct_pgd20=np.array(correct, bool))
         rundir.atomic_write_json(os.path.join(run, "eval", "report.json"), {
             "num_examples": 4, "examples": "the first 4", "checks_passed": True,
+            "dataset": "cifar10", "split": "test", "threat_model": {"norm": "l2", "eps": 0.5},
             "accuracy": {"pgd20": float(np.mean(correct))}, "per_example": {}})
     runs = [reproduction.Run(d) for d in (amp, alone, at)]
     text = reproduction.paired_markdown(runs)

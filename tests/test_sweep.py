@@ -39,6 +39,8 @@ def _run(tmp_path, name, *, delta, scope="tensor", robust, seed=0, reports=(), h
         path = paths.eval_report if which == "best" else paths.eval_last_report
         Path(path).parent.mkdir()
         report = {"num_examples": 1000, "checks_passed": True, "examples": "the first 1000",
+                  "dataset": "cifar10", "split": "test",
+                  "threat_model": {"norm": "l2", "eps": 128 / 255, "eps_text": "128/255"},
                   "accuracy": {"natural": 0.4, "autoattack": aa},
                   "attacks": {"autoattack": {"autoattack_settings": {"version": "standard"}}}}
         if masks and which in masks:

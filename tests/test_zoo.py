@@ -525,6 +525,15 @@ def test_load_by_revision_gives_that_versions_model(two_versions, tmp_path):
     assert old_info["file"]["sha256"] == old_sha and old_info["created"] == \
         two_versions["old"]["created"]
     assert the_zoo.info(NAME, revision=new_sha) == the_zoo.info(NAME) == two_versions["entry"]
+    # what describes only the newest file (its reference parity, its Keras file) is not
+    # reported for an earlier revision
+    newest = zoo_manifest.find_entry(the_zoo.manifest, NAME)
+    newest.update(reference_parity={"onnx_sha256": new_sha}, keras_url="k.keras",
+                  keras_sha256="0" * 64)
+    assert not {"reference_parity", "keras_url", "keras_sha256"} & set(
+        the_zoo.info(NAME, revision=old_sha[:8]))
+    assert the_zoo.info(NAME, revision=new_sha)["reference_parity"] == {"onnx_sha256": new_sha}
+    newest.pop("reference_parity"), newest.pop("keras_url"), newest.pop("keras_sha256")
     assert the_zoo.verify(NAME, revision=old_sha[:10])["sha256"] == old_sha
     assert the_zoo.evaluate(NAME, revision=old_sha[:10]).matches
     cached = sorted(p.name for p in the_zoo.cache_dir.iterdir())

@@ -66,6 +66,10 @@ def read_per_example(eval_dir, flag, require_masks=True):
 def check_same_examples(baseline_report, other_report, flag):
     """Raises ValueError unless the two evaluations ran on the same examples and threat model."""
     keys = ("dataset", "split", "examples", "num_examples", "threat_model")
+    missing = [k for k in keys if baseline_report.get(k) is None or other_report.get(k) is None]
+    if missing:
+        raise ValueError(f"--{flag}: an evaluation report lacks {', '.join(missing)}: cannot "
+                         "tell whether the two ran on the same examples")
     differ = [k for k in keys if baseline_report.get(k) != other_report.get(k)]
     if differ:
         raise ValueError(f"--{flag}: the evaluations differ in {', '.join(differ)}; a paired "

@@ -43,6 +43,8 @@ PACKAGE_MANIFEST = zoo_manifest.PACKAGE_MANIFEST
 REPO_MANIFEST = PACKAGE_MANIFEST  # its name from before the manifest became package data
 DOWNLOAD_TIMEOUT_SECONDS = 60
 MIN_REVISION_DIGITS = 4  # a revision is a sha256 or at least this many of its first hex digits
+# Entry fields about the newest file only; an earlier revision's info leaves them out.
+_NEWEST_FILE_ONLY = ("keras_url", "keras_sha256", "reference_parity")
 _NETWORK_SCHEMES = ("http", "https")
 
 log = logging.getLogger(__name__)
@@ -329,13 +331,18 @@ class Zoo:
         """A copy of the manifest entry called name; UnknownModelError lists the known names.
 
         With revision: the entry with that version's file, metrics, created, code_version and
-        parity (what the entry said when that file was the newest).
+        parity (what the entry said when that file was the newest), and without the fields
+        that describe only the newest file (its Keras file, its reference AutoAttack parity).
         """
         entry = copy.deepcopy(self._entry(name))
         if revision is None:
             return entry
+        version = self.revision(name, revision)
+        if version["file"]["sha256"] != entry["file"]["sha256"]:
+            for field in _NEWEST_FILE_ONLY:
+                entry.pop(field, None)
         entry.pop("parity", None)
-        entry.update(self.revision(name, revision))
+        entry.update(version)
         return entry
 
     def _cache_path(self, name, sha256, suffix):
