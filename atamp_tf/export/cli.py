@@ -22,7 +22,9 @@ _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
                                 "Which checkpoint of --run_dir to export.")
 _KERAS_MODEL = flags.DEFINE_string("keras_model", None, "A .keras file, instead of --run_dir.")
 _REPORT = flags.DEFINE_string("report", None, "Evaluation report.json of this checkpoint "
-                              "(python -m atamp_tf.evaluate); default <run_dir>/report.json.")
+                              "(python -m atamp_tf.evaluate); default where evaluate writes it: "
+                              "<run_dir>/eval/report.json for best, <run_dir>/eval_last/"
+                              "report.json for last.")
 _NAME = flags.DEFINE_string("name", None, "Zoo name, e.g. cifar10-linf-preactresnet18-at-amp "
                             "(default <dataset>-<norm>-<arch>-<method>[-amp]).")
 _OUT_DIR = flags.DEFINE_string("out_dir", "atamp_tf/zoo/models",
