@@ -23,6 +23,37 @@ def parse_fraction(text, flag):
     return value
 
 
+def parse_indices(text, flag="--indices"):
+    """Example positions from a comma/whitespace list ("3,17,42") or a file of them: sorted,
+    each once (the split's canonical order). ValueError naming flag on anything else."""
+    text = str(text).strip()
+    if os.path.isfile(text):
+        with open(text, encoding="utf-8") as f:
+            text = f.read()
+    parts = text.replace(",", " ").split()
+    try:
+        indices = sorted({int(p) for p in parts})
+    except ValueError:
+        raise ValueError(f"{flag}: expected whole numbers >= 0 separated by commas (or a file "
+                         f"of them), got {text[:60]!r}") from None
+    if not indices or indices[0] < 0:
+        raise ValueError(f"{flag}: expected whole numbers >= 0 separated by commas (or a file "
+                         f"of them), got {text[:60]!r}")
+    return indices
+
+
+def index_ranges(indices):
+    """'0-2, 7, 9-10' for [0, 1, 2, 7, 9, 10]: sorted indices as compact ranges."""
+    ranges, start = [], None
+    for i, index in enumerate(indices):
+        if start is None:
+            start = index
+        if i + 1 == len(indices) or indices[i + 1] != index + 1:
+            ranges.append(str(start) if start == index else f"{start}-{index}")
+            start = None
+    return ", ".join(ranges)
+
+
 def read_run_config(run_dir):
     """The run's run_config.json as a dict ({} when there is none)."""
     path = os.path.join(run_dir, "run_config.json")

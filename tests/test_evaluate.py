@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from atamp_tf import data, evaluate
+from atamp_tf import checkpoints, data, evaluate
 from atamp_tf.attacks import registry, suite
 from atamp_tf.attacks import spsa as spsa_lib
 
@@ -423,3 +423,45 @@ def test_the_report_names_the_code_and_a_resume_across_a_code_change_says_so(sav
     monkeypatch.setattr(provenance, "git_code_version",
                         lambda: (_ for _ in ()).throw(ValueError("not a checkout")))
     assert provenance.code_version().endswith("(installed, not a git checkout)")
+
+
+def test_parse_indices_and_their_ranges(tmp_path):
+    assert checkpoints.parse_indices("7, 3,3 10\n9") == [3, 7, 9, 10]
+    listed = tmp_path / "indices.txt"
+    listed.write_text("5\n1\n2\n")
+    assert checkpoints.parse_indices(str(listed)) == [1, 2, 5]
+    for bad in ("", "3,x", "-1,2", "1.5"):
+        with pytest.raises(ValueError, match="^--indices: expected whole numbers"):
+            checkpoints.parse_indices(bad)
+    assert checkpoints.index_ranges([0, 1, 2, 7, 9, 10]) == "0-2, 7, 9-10"
+    assert checkpoints.index_ranges([4]) == "4"
+
+
+def test_indices_evaluate_exactly_those_examples_and_say_which(saved, tmp_path):
+    """An evaluation of chosen positions: the same per-example results as the whole split's at
+    those positions (FGSM is deterministic), the positions in the report and leaderboard."""
+    indices = [0, 1, 2, 50, 51, 300]
+    common = dict(dataset="digits", norm="linf", eps="0.1", attacks="natural,fgsm",
+                  batch_size=64)
+    chosen = evaluate.evaluate_path(saved["keras"], indices=indices,
+                                    output_dir=str(tmp_path / "chosen"), **common)
+    evaluate.evaluate_path(saved["keras"], output_dir=str(tmp_path / "whole"), **common)
+    assert chosen["num_examples"] == 6 and chosen["example_indices"] == indices
+    assert chosen["examples"] == ("the 6 examples at positions 0-2, 50-51, 300 of the test "
+                                  "split in its own order")
+    arrays = [np.load(tmp_path / d / "per_example.npz") for d in ("chosen", "whole")]
+    for name in ("correct_natural", "correct_fgsm"):
+        np.testing.assert_array_equal(arrays[0][name], arrays[1][name][indices])
+    with open(tmp_path / "chosen" / "leaderboard.json", encoding="utf-8") as f:
+        assert json.load(f)["examples"]["indices"] == "0-2, 50-51, 300"
+    with pytest.raises(ValueError, match="--indices: 5000 is past the last example"):
+        evaluate.evaluate_path(saved["keras"], indices=[1, 5000], output_dir=str(tmp_path / "x"),
+                               **common)
+    with pytest.raises(ValueError, match="--indices and --num_examples"):
+        evaluate.evaluate_path(saved["keras"], indices=[1], num_examples=3,
+                               output_dir=str(tmp_path / "y"), **common)
+    result = _cli(f"--model={saved['keras']}", "--dataset=digits", "--indices=1,x",
+                  f"--output_dir={tmp_path / 'z'}")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and len(errors) == 1 and "--indices" in errors[0], errors
+    assert "Traceback" not in result.stderr

@@ -167,6 +167,18 @@ def test_report_for_another_threat_model_is_refused(model, examples, tmp_path):
         _export_run(run_dir, tmp_path, report)
 
 
+def test_report_of_chosen_positions_is_refused(model, examples, tmp_path):
+    """A zoo entry's numbers are a prefix of the split (or all of it), which the zoo
+    reproduces; an evaluation of chosen positions (evaluate --indices) is not one."""
+    x, y = examples
+    report = zoo_helpers.make_report(model, x, y)
+    report.update(example_indices=[0, 5], examples="the 2 examples at positions 0, 5 of the "
+                  "test split in its own order")
+    run_dir = zoo_helpers.make_run_dir(str(tmp_path / "run"), model, report)
+    with pytest.raises(ValueError, match="evaluated chosen positions"):
+        _export_run(run_dir, tmp_path, report)
+
+
 def test_run_dir_checks():
     with pytest.raises(ValueError, match="--checkpoint: expected 'best' or 'last'"):
         export.read_run_dir("/nonexistent", "final")

@@ -30,6 +30,10 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory
 _NPZ_DIR = flags.DEFINE_string("npz_dir", None, "Directory of local .npz arrays.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None,
                                      "Evaluate the first N examples of the split (default all).")
+_INDICES = flags.DEFINE_string(
+    "indices", None, "Evaluate only these positions of the split (canonical order): a comma "
+    "list such as 3,17,42, or a file of them (e.g. the examples another evaluation found only "
+    "with Square, to attack them harder). Not with --num_examples.")
 _ATTACKS = flags.DEFINE_string(
     "attacks", None, "Comma list of attacks (default: Table 3's; `square` as well for ONNX). "
     "Known: " + ", ".join(a.name + ("" if a.norms == registry.NORMS else f" ({'/'.join(a.norms)})")
@@ -98,12 +102,15 @@ def main(argv):
     cli.no_positional(argv)
     checkpoints.resolve_model(_MODEL.value, checkpoint=_CHECKPOINT.value,  # before TensorFlow
                               keras_model=_KERAS_MODEL.value)
+    indices = checkpoints.parse_indices(_INDICES.value) if _INDICES.value is not None else None
+    if indices is not None and _NUM_EXAMPLES.value is not None:
+        raise ValueError("--indices and --num_examples: give one of them, not both")
     report = evaluate.evaluate_path(
         _MODEL.value, checkpoint=_CHECKPOINT.value, keras_model=_KERAS_MODEL.value,
         dataset=_DATASET.value, split=_SPLIT.value, data_dir=_DATA_DIR.value,
         npz_dir=_NPZ_DIR.value, num_examples=_NUM_EXAMPLES.value, attacks=_ATTACKS.value,
         norm=_NORM.value, eps=_EPS.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value,
-        output_dir=_OUTPUT_DIR.value, settings=settings_from_flags())
+        output_dir=_OUTPUT_DIR.value, settings=settings_from_flags(), indices=indices)
     print(evaluate.markdown_report(report))
 
 

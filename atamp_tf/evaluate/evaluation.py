@@ -29,9 +29,11 @@ from atamp_tf.checkpoints import (  # noqa: F401 (public here too)
     PARITY_ATOL,
     ModelSource,
     checkpoint_path,
+    index_ranges,
     load_keras_model,
     onnx_session,
     parse_fraction,
+    parse_indices,
     resolve_model,
     run_dir_of,
 )
@@ -496,7 +498,9 @@ def leaderboard_entry(report, run_config=None):
         "reported": "",
         "n_examples": report["num_examples"],
         "examples": {"split": report.get("split", ""),
-                     "indices": f"0-{report['num_examples'] - 1}",
+                     "indices": (index_ranges(report["example_indices"])
+                                 if "example_indices" in report
+                                 else f"0-{report['num_examples'] - 1}"),
                      "order": "the split's canonical order (tensorflow-datasets order; the "
                               "official file order for the local .npz arrays)"},
     }
@@ -585,10 +589,11 @@ def _code_version_started(state_dir):
 def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, split="test",
                   data_dir=None, npz_dir=None, num_examples=None, attacks=None, norm=None,
                   eps=None, batch_size=128, seed=0, output_dir=None,
-                  settings=DEFAULT_SETTINGS, verbose=True):
+                  settings=DEFAULT_SETTINGS, verbose=True, indices=None):
     """Resolves the model and data, runs the suite, writes the report; returns the report.
 
-    attacks: comma string or None; eps: number, fraction string or None (run's / default).
+    attacks: comma string or None; eps: number, fraction string or None (run's / default);
+    indices: positions in the split to evaluate (parse_indices), instead of num_examples.
     """
     source = resolve_model(model, checkpoint=checkpoint, keras_model=keras_model)
     config = source.run_config
@@ -604,9 +609,16 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
                          "run_config.json naming one")
     if num_examples is not None and (int(num_examples) != num_examples or num_examples < 1):
         raise ValueError(f"--num_examples must be a whole number >= 1, got {num_examples!r}")
+    if indices is not None and num_examples is not None:
+        raise ValueError("--indices and --num_examples: give one of them, not both")
     from atamp_tf import data  # pylint: disable=import-outside-toplevel
     x, y = data.load_arrays(dataset, split, data_dir=data_dir or config.get("data_dir"),
                             npz_dir=npz_dir or config.get("npz_dir"), num_examples=num_examples)
+    if indices is not None:
+        if indices[-1] >= len(x):
+            raise ValueError(f"--indices: {indices[-1]} is past the last example of the {split} "
+                             f"split ({len(x)} examples, positions 0-{len(x) - 1})")
+        x, y = x[indices], y[indices]
     network = load_keras_model(source.keras_path) if source.keras_path else None
     if output_dir is None and source.kind == "run_dir":  # best and last: each its own default
         paths = rundir.RunPaths(source.path)
@@ -620,11 +632,15 @@ def evaluate_path(model, *, checkpoint="best", keras_model=None, dataset=None, s
                             settings=settings, verbose=verbose, state_dir=state_dir)
     report["threat_model"]["eps_text"] = eps_text
     how = "the first" if num_examples is not None else "all"
+    examples = (f"the {len(x)} examples at positions {index_ranges(indices)} of the {split} "
+                "split in its own order" if indices is not None
+                else f"{how} {len(x)} examples of the {split} split in its own order")
     report = {
         "model": source.path, "model_name": source.name, "model_format": source.kind,
         "keras_model": source.keras_path, "onnx": source.onnx_path,
         "dataset": dataset, "split": split,
-        "examples": f"{how} {len(x)} examples of the {split} split in its own order",
+        "examples": examples,
+        **({"example_indices": list(indices)} if indices is not None else {}),
         **report,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "code_version": provenance.code_version(),

@@ -299,6 +299,11 @@ def metrics_from_report(report, meta, *, where="report.json", allow_failed_check
                                                            rel_tol=1e-6):
         raise ValueError(f"{where}: threat model {threat} but the model was trained for "
                          f"norm {meta.norm!r}, eps {meta.eps}.")
+    if "example_indices" in report:
+        raise ValueError(f"{where}: it evaluated chosen positions ({report['examples']}); a "
+                         "zoo entry's numbers are the first N examples of the split or all of "
+                         "them (python -m atamp_tf.evaluate --num_examples), which the zoo "
+                         "reproduces")
     failed = registry.failed_in_report(report)
     if failed and not allow_failed_checks:
         raise ValueError(f"{where}: the evaluation failed its sanity checks "
