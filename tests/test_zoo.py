@@ -78,6 +78,21 @@ def test_real_zoo_cards_are_the_rendered_entries():
         assert card == model_card.render_card(entry), entry["name"]
 
 
+def test_readme_zoo_example_quotes_its_entry():
+    """The README's zoo example names a real entry and quotes that entry's recorded numbers."""
+    readme = (pathlib.Path(REPO) / "README.md").read_text(encoding="utf-8")
+    name = "mnist-linf-trades-small-cnn-pgd-at-amp"
+    entry = zoo.Zoo(zoo.PACKAGE_MANIFEST).info(name)
+    metrics = entry["metrics"]
+    accuracy, n = metrics["accuracy"], metrics["num_examples"]
+    assert zoo_manifest.autoattack_version(metrics) == "standard" and n == 10000
+    assert f'zoo.load("{name}")' in readme
+    assert (f"{100 * accuracy['natural']:.2f}%\nnatural and {100 * accuracy['autoattack']:.2f}% "
+            "standard-AutoAttack accuracy on all 10,000") in readme
+    correct = round(accuracy["natural"] * n)
+    assert f"natural accuracy {accuracy['natural']:.4f} ({correct}/{n}) vs recorded" in readme
+
+
 def test_package_zoo_follows_the_size_rule():
     """Every entry of the package's manifest with a relative URL is a file bundled in the
     package, within the size rule (else the wheel leaves it out, setup.py); larger files are
@@ -689,6 +704,11 @@ def test_listing_says_the_examples_and_a_non_standard_autoattack():
     assert "0.2500 (autoattack, n=1000)" in zoo_cli.format_table([entry])
     entry["metrics"]["accuracy"] = {"natural": 0.5, "pgd20": 0.3}
     assert "0.3000 (pgd20, n=1000)" in zoo_cli.format_table([entry])
+    # A name longer than any before keeps the columns aligned.
+    long_named = copy.deepcopy(entry)
+    long_named["name"] = "x" * 60
+    lines = zoo_cli.format_table([entry, long_named]).splitlines()
+    assert len({line.index(" cifar10" if i else " dataset") for i, line in enumerate(lines)}) == 1
 
 
 def test_compared_with_marks_a_non_standard_autoattack_beside_the_published_rows():

@@ -36,7 +36,8 @@ USAGE = ("usage: python -m atamp_tf.zoo [flags] list | "
 def format_table(entries):
     """One line per model: name, dataset, threat model, architecture, accuracies, and on how
     many examples (a non-standard AutoAttack says its version)."""
-    lines = [f"{'name':40s} {'dataset':10s} {'threat':14s} {'arch':22s} natural  robust"]
+    width = max([len("name"), *(len(e["name"]) for e in entries)])
+    lines = [f"{'name':{width}s} {'dataset':10s} {'threat':14s} {'arch':22s} natural  robust"]
     for e in entries:
         metrics = e["metrics"]
         acc = metrics["accuracy"]
@@ -48,7 +49,7 @@ def format_table(entries):
         robust = (f"{acc[robust_name]:.4f} ({label}, n={metrics['num_examples']})"
                   if robust_name else "-")
         threat = f"{e['threat_model']['norm']} {e['threat_model']['eps']:.4g}"
-        lines.append(f"{e['name']:40s} {e['dataset']:10s} {threat:14s} "
+        lines.append(f"{e['name']:{width}s} {e['dataset']:10s} {threat:14s} "
                      f"{e['architecture']['arch']:22s} {acc['natural']:.4f}   {robust}")
     return "\n".join(lines)
 
