@@ -38,6 +38,16 @@ def test_paired_difference_counts_only_the_discordant_examples():
         paired.paired_difference(base, other[:4])
 
 
+def test_compared_columns_need_both_sides_of_some_pair():
+    mask = np.ones(3, bool)
+    pair_a = (({}, {"natural": mask, "pgd20": mask}), ({}, {"natural": mask}))
+    pair_b = (({}, {"autoattack": mask}), ({}, {"autoattack": mask, "cw_inf": mask}))
+    columns = ["natural", "pgd20", "cw_inf", "autoattack"]
+    assert paired.compared_columns([pair_a], columns) == ["natural"]
+    assert paired.compared_columns([pair_a, pair_b], columns) == ["natural", "autoattack"]
+    assert paired.compared_columns([], columns) == []
+
+
 def test_format_difference():
     d = paired.PairedDifference(10000, 0.93, 0.9365, 0.0065, 40, 105, 0.0012, 8e-8)
     assert paired.format_difference(d) == "+0.65 ± 0.12 (p 8e-08)"

@@ -158,3 +158,12 @@ def test_paired_table_pairs_each_amp_run_with_the_pgd_at_run_of_its_threat_model
     d = paired.paired_difference(masks["at"], masks["amp"])
     assert f"| L2 128/255 | `amp` - `at` | {paired.format_difference(d)} |" in text
     assert "`alone`" not in text  # no L-inf PGD-AT to pair it with
+
+
+def test_method_label_names_method_perturbation_and_radius():
+    assert reproduction.method_label({"method": "at", "amp_delta": 0.0}) == "PGD-AT"
+    amp = {"method": "at", "amp_delta": 0.06, "amp_scope": "tensor"}
+    assert reproduction.method_label(amp) == "PGD-AT-AMP"
+    assert reproduction.method_label(amp, radius=True) == "PGD-AT-AMP, delta 0.06"
+    awp = {"method": "trades", "amp_delta": 0.01, "amp_scope": "awp"}
+    assert reproduction.method_label(awp, radius=True) == "TRADES-AWP, gamma 0.01"

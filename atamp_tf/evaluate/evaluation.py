@@ -37,6 +37,7 @@ from atamp_tf.checkpoints import (  # noqa: F401 (public here too)
     resolve_model,
     run_dir_of,
 )
+from atamp_tf.formatting import percent
 
 DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
 PARTIAL_DIR = "partial"  # under the output directory: finished attacks of an unfinished run
@@ -416,7 +417,7 @@ def _worst_case(correct, names):
 # ---------------------------------------------------------------------------- reports
 
 def _percent(value):
-    return "–" if value is None else f"{100.0 * value:.2f}"
+    return percent(value, 2, missing="–")
 
 
 def markdown_report(report):

@@ -35,6 +35,7 @@ from absl import logging
 
 from atamp_tf import rundir
 from atamp_tf.attacks import geometry, suite
+from atamp_tf.formatting import percent
 from atamp_tf.rundir import sha256_file
 
 REFERENCE_NORMS = {"linf": "Linf", "l2": "L2"}
@@ -547,7 +548,7 @@ def compare_autoattack(onnx_path, x, y, *, norm, eps, keras_model=None, batch_si
 # ---------------------------------------------------------------------------- reports
 
 def _pct(value):
-    return "–" if value is None else f"{100 * value:.2f}"
+    return percent(value, 2, missing="–")
 
 
 def markdown_comparison(report):

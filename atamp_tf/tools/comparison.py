@@ -12,8 +12,9 @@ import os
 from atamp_tf import export, rundir
 from atamp_tf.attacks import registry
 from atamp_tf.attacks.registry import NORM_LABELS
+from atamp_tf.formatting import percent
 from atamp_tf.tools import paired
-from atamp_tf.tools.reproduction import column_labels, evaluation_columns
+from atamp_tf.tools.reproduction import column_labels, evaluation_columns, method_label
 from atamp_tf.zoo import manifest as zoo_manifest
 
 FLAG = "compare_runs"
@@ -33,14 +34,7 @@ class EvaluatedRun:
 
     @property
     def label(self):
-        c = self.config
-        method = {"at": "PGD-AT", "trades": "TRADES", "mart": "MART"}.get(c["method"],
-                                                                         c["method"])
-        if not c.get("amp_delta"):
-            return method
-        scope = c.get("amp_scope", "tensor")
-        return (f"{method}-AWP, gamma {c['amp_delta']:g}" if scope == "awp"
-                else f"{method}-AMP, delta {c['amp_delta']:g}")
+        return method_label(self.config, radius=True)
 
     def budget(self):
         """The training budget as one table row's cells."""
@@ -55,7 +49,7 @@ class EvaluatedRun:
 
 
 def _pct(value):
-    return "-" if value is None else f"{100 * value:.2f}"
+    return percent(value, 2)
 
 
 def load_runs(run_dirs, compared_with=None):

@@ -76,6 +76,12 @@ def check_same_examples(baseline_report, other_report, flag):
                          "comparison needs the same examples under the same threat model")
 
 
+def compared_columns(pairs, columns):
+    """The columns (attacks) that at least one (baseline, other) pair of (report, masks) has
+    per-example results of on both sides: the columns of a paired table."""
+    return [c for c in columns if any(c in base[1] and c in other[1] for base, other in pairs)]
+
+
 def paired_rows(baseline, other, attacks):
     """{attack: PairedDifference} for the attacks both (report, masks) pairs measured."""
     return {a: paired_difference(baseline[1][a], other[1][a]) for a in attacks

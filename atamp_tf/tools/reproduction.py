@@ -19,6 +19,7 @@ import os
 from atamp_tf import plots, rundir
 from atamp_tf.attacks import registry
 from atamp_tf.attacks.registry import NORM_LABELS
+from atamp_tf.formatting import percent
 from atamp_tf.tools import paired
 
 
@@ -26,6 +27,21 @@ def evaluation_columns(reports):
     """The summary attacks (registry.summary_attacks) that any of the reports measured, in
     report order: the columns of the final-evaluation tables here and in the sweep's."""
     return [c for c in registry.summary_attacks() if any(c in r["accuracy"] for r in reports)]
+
+
+METHOD_LABELS = {"at": "PGD-AT", "trades": "TRADES", "mart": "MART"}
+
+
+def method_label(config, radius=False):
+    """A run's training method from its run_config: 'PGD-AT', 'PGD-AT-AMP', 'TRADES-AWP';
+    with radius, its delta (AMP) or gamma (AWP) too: 'PGD-AT-AMP, delta 0.06'."""
+    method = METHOD_LABELS.get(config.get("method", "at"), config.get("method"))
+    delta = config.get("amp_delta") or 0
+    if not delta:
+        return method
+    awp = config.get("amp_scope", "tensor") == "awp"
+    label = f"{method}-AWP" if awp else f"{method}-AMP"
+    return f"{label}, {'gamma' if awp else 'delta'} {delta:g}" if radius else label
 
 
 def column_labels(columns):
@@ -55,7 +71,7 @@ class Run:
 
     @property
     def label(self):
-        return "PGD-AT-AMP" if self.config["amp_delta"] else "PGD-AT"
+        return method_label(self.config)
 
     @property
     def key(self):
@@ -84,7 +100,7 @@ def selection_note(summary):
 
 
 def _pct(value):
-    return "-" if value is None else f"{100 * value:.1f}"
+    return percent(value, 1)
 
 
 def _paper(value):
@@ -150,8 +166,9 @@ def paired_markdown(runs):
              if r.method == "pgd_at_amp" and r.key[:2] in baselines]
     if not pairs:
         return "(no PGD-AT-AMP run has a PGD-AT run with per-example results beside it)"
-    columns = [c for c in evaluation_columns([r.report for pair in pairs for r in pair])
-               if any(c in base.masks and c in run.masks for base, run in pairs)]
+    columns = paired.compared_columns(
+        [((base.report, base.masks), (run.report, run.masks)) for base, run in pairs],
+        evaluation_columns([r.report for pair in pairs for r in pair]))
     lines = ["| threat | PGD-AT-AMP - PGD-AT | " + column_labels(columns) + " |",
              "| --- | --- |" + " ---: |" * len(columns)]
     for base, run in pairs:

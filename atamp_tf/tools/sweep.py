@@ -14,6 +14,7 @@ import os
 
 from atamp_tf import plots, rundir
 from atamp_tf.attacks.registry import NORM_LABELS
+from atamp_tf.formatting import percent
 from atamp_tf.tools import paired
 from atamp_tf.tools.reproduction import column_labels, evaluation_columns, selection_note
 from atamp_tf.zoo import manifest as zoo_manifest
@@ -90,9 +91,7 @@ def load_runs(run_dirs):
 
 
 def _pct(value, se=None):
-    if value is None:
-        return "-"
-    return f"{100 * value:.1f}" if se is None else f"{100 * value:.1f} ± {100 * se:.1f}"
+    return percent(value, 1, se=se)
 
 
 def per_epoch_markdown(runs):
@@ -139,8 +138,9 @@ def paired_markdown(runs):
              and baseline.evaluations.get(which, ({}, {}))[1]]
     if not pairs:
         return "(no run and PGD-AT both have per-example results of the same checkpoint yet)"
-    columns = [c for c in evaluation_columns([run.reports[which] for run, which in pairs])
-               if any(c in run.evaluations[which][1] for run, which in pairs)]
+    columns = paired.compared_columns(
+        [(baseline.evaluations[which], run.evaluations[which]) for run, which in pairs],
+        evaluation_columns([run.reports[which] for run, which in pairs]))
     lines = ["| run | seed | checkpoint | " + column_labels(columns) + " |",
              "| --- | ---: | --- |" + " ---: |" * len(columns)]
     for run, which in pairs:

@@ -3,11 +3,12 @@
 The card is generated, never edited by hand, so it can only say what the manifest says.
 """
 from atamp_tf.attacks import registry  # the rows' order: the registry's report order
+from atamp_tf.formatting import percent
 from atamp_tf.zoo import manifest as zoo_manifest
 
 
 def _fraction(value):
-    return "not run" if value is None else f"{100 * value:.2f}%"
+    return percent(value, 2, missing="not run", suffix="%")
 
 
 def _settings(attack):
