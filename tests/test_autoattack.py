@@ -5,6 +5,8 @@ untargeted problem exactly binary: the smallest Lp perturbation that flips examp
 margin / ||w_y - w_o||_dual, so with points built at a prescribed ratio r of that minimum to
 eps (kept well inside [0,1]) an exact attack fools exactly the points with r < 1.
 """
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -370,12 +372,16 @@ def test_zero_budget_leaves_the_clean_accuracy(linear):
     np.testing.assert_array_equal(res.x_adv, x)
 
 
-def test_gradient_free_run_through_predict_fn(linear):
+def test_gradient_free_run_through_predict_fn(linear, capsys):
     model, w, b = linear
     x, y = _points(w, b, "l2", EPS["l2"], RATIOS[:8])
     res = autoattack(None, x, y, norm="l2", eps=EPS["l2"], num_classes=5,
-                     components=("square",), n_queries=300,
+                     components=("square",), n_queries=300, batch_size=3, verbose=True,
                      predict_fn=lambda a: a.reshape(len(a), -1) @ w + b)
+    # progress per batch: which of how many, what it fooled, how long it took
+    out = capsys.readouterr().out
+    assert re.search(r"^square - batch 1 of 3: \d of 3 fooled \(\d+ s\)$", out, re.M), out
+    assert re.search(r"^square - batch 3 of 3: \d of 2 fooled \(\d+ s\)$", out, re.M), out
     assert res.component_success["square"][RATIOS[:8] <= 0.3].all()
     assert res.settings["judge"] == "predict_fn"
     _assert_valid(model, res.x_adv, x, y, ~res.robust_mask, "l2", EPS["l2"])

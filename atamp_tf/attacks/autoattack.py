@@ -36,6 +36,7 @@ logits [n, num_classes], e.g. an ONNX Runtime session wrapped as
 with model=None only gradient-free components may run (components=("square",)).
 """
 import dataclasses
+import time
 
 import numpy as np
 from absl import logging
@@ -226,9 +227,11 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
         if c_index > resume_at[0] or name not in success:  # a component starting afresh
             success[name] = np.zeros(len(x), bool)
             todo = np.flatnonzero(robust) if eps > 0 else np.zeros(0, int)
+        num_batches = -(-todo.size // batch_size)
         for b, start in enumerate(range(0, todo.size, batch_size)):
             if (c_index, b) < resume_at:
                 continue
+            started = time.perf_counter()
             idx = todo[start:start + batch_size]
             batch_seed = int(U.seed_pair(seed, c_index, b)[0])
             adv = _run_component(name, model, predict_fn, x[idx], y[idx], norm=norm, eps=eps,
@@ -245,7 +248,8 @@ def autoattack(model, x, y, *, norm, eps, num_classes, seed=0, version="standard
             robust[idx[fooled]] = False
             success[name][idx[fooled]] = True
             if verbose:
-                print(f"{name} - batch {b + 1}: {fooled.sum()} of {len(idx)} fooled", flush=True)
+                print(f"{name} - batch {b + 1} of {num_batches}: {fooled.sum()} of {len(idx)} "
+                      f"fooled ({time.perf_counter() - started:.0f} s)", flush=True)
             save(c_index, b + 1, todo)
         robust_after[name] = robust.copy()
         save(c_index + 1, 0, np.zeros(0, int))
