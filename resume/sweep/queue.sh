@@ -56,4 +56,4 @@ done
 
 $PY -m atamp_tf.reproduction --output_dir=docs/sweep \
   --sweep_runs=$(printf "$RUNS/cifar10_l2_%s," "${ALL[@]}" | sed 's/,$//')
-echo "queue done: copy each run's small files to docs/runs/sweep/, commit docs/sweep/"
+echo "queue done: bash resume/sweep/finish.sh (the runs' small files into docs/runs/sweep/, the report from them)"
