@@ -45,15 +45,17 @@ def test_zoo_metrics_are_the_committed_reports():
     with open(os.path.join(ROOT, "atamp_tf", "zoo", "manifest.json")) as f:
         manifest = json.load(f)
     for entry in manifest["models"]:
-        # The run's files sit under docs/runs/**/<run name>/: the entry's name, or the name of
-        # the run directory it was trained in (its recorded --out_dir).
+        # The run's files sit in docs/runs/<group>/<run>/, the last two parts of the run
+        # directory it was trained in (its recorded --out_dir): runs/repro/cifar10_l2_pgd_at
+        # is docs/runs/repro/cifar10_l2_pgd_at, not the sweep's run of the same name.
         out_dirs = [f.split("=", 1)[1] for f in entry["training"]["flags"]
                     if f.startswith("--out_dir=")]
-        names = {entry["name"]} | {os.path.basename(os.path.normpath(d)) for d in out_dirs}
-        found = sorted({path for name in names for path in glob.glob(
-            os.path.join(ROOT, "docs", "runs", "**", name, "eval", "report.json"),
-            recursive=True)})
-        assert len(found) == 1, f"{entry['name']}: commit its run's files under docs/runs/"
+        assert len(out_dirs) == 1, entry["name"]
+        group_and_run = os.path.normpath(out_dirs[0]).split(os.sep)[-2:]
+        found = glob.glob(os.path.join(ROOT, "docs", "runs", *group_and_run, "eval",
+                                       "report.json"))
+        assert len(found) == 1, (f"{entry['name']}: commit its run's files under "
+                                 f"docs/runs/{'/'.join(group_and_run)}/")
         with open(found[0]) as f:
             report = json.load(f)
         assert entry["metrics"]["accuracy"] == report["accuracy"], entry["name"]

@@ -167,3 +167,14 @@ def test_method_label_names_method_perturbation_and_radius():
     assert reproduction.method_label(amp, radius=True) == "PGD-AT-AMP, delta 0.06"
     awp = {"method": "trades", "amp_delta": 0.01, "amp_scope": "awp"}
     assert reproduction.method_label(awp, radius=True) == "TRADES-AWP, gamma 0.01"
+
+
+def test_table1_runs_refuse_other_methods_and_awp_scope(tmp_path):
+    for name, changes, match in (("trades", {"method": "trades"}, "method 'trades'"),
+                                 ("awp", {"amp_scope": "awp"}, "AWP's scope")):
+        run = _fake_run(tmp_path, name, norm="l2", delta=0.01, robust=[0.2], natural=[0.4],
+                        train_robust=[0.3])
+        config = rundir.read_json(os.path.join(run, "run_config.json"))
+        rundir.atomic_write_json(os.path.join(run, "run_config.json"), {**config, **changes})
+        with pytest.raises(ValueError, match=match):
+            reproduction.Run(run)

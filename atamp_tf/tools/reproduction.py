@@ -63,6 +63,9 @@ class Run:
         if self.config.get("method") != "at":
             raise ValueError(f"--runs: {run_dir} trained with method {self.config.get('method')!r}"
                              "; the Table 1 report covers PGD-AT and PGD-AT-AMP only")
+        if self.config.get("amp_delta") and self.config.get("amp_scope") == "awp":
+            raise ValueError(f"--runs: {run_dir} trained with AWP's scope; the Table 1 report "
+                             "covers PGD-AT and PGD-AT-AMP only (--sweep_runs takes it)")
 
     @property
     def method(self):
