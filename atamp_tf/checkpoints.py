@@ -34,8 +34,7 @@ def parse_indices(text, flag="--indices"):
     try:
         indices = sorted({int(p) for p in parts})
     except ValueError:
-        raise ValueError(f"{flag}: expected whole numbers >= 0 separated by commas (or a file "
-                         f"of them), got {text[:60]!r}") from None
+        indices = []  # refused below with the same message as an empty or negative list
     if not indices or indices[0] < 0:
         raise ValueError(f"{flag}: expected whole numbers >= 0 separated by commas (or a file "
                          f"of them), got {text[:60]!r}")

@@ -88,6 +88,14 @@ def paired_rows(baseline, other, attacks):
             if a in baseline[1] and a in other[1]}
 
 
+def difference_cells(baseline, other, columns, flag):
+    """One paired table row's cells: format_difference per column of the (report, masks)
+    pairs, '-' where either lacks it; ValueError unless both ran on the same examples."""
+    check_same_examples(baseline[0], other[0], flag)
+    differences = paired_rows(baseline, other, columns)
+    return [format_difference(differences[c]) if c in differences else "-" for c in columns]
+
+
 def format_difference(d):
     """'+0.65 ± 0.21 (p 0.002)': percentage points, one paired standard error, McNemar p."""
     p = f"{d.p_value:.3f}" if d.p_value >= 0.001 else f"{d.p_value:.0e}"

@@ -175,14 +175,10 @@ def paired_markdown(runs):
     lines = ["| threat | PGD-AT-AMP - PGD-AT | " + column_labels(columns) + " |",
              "| --- | --- |" + " ---: |" * len(columns)]
     for base, run in pairs:
-        paired.check_same_examples(base.report, run.report, "runs")
-        differences = paired.paired_rows((base.report, base.masks), (run.report, run.masks),
-                                         columns)
+        cells = paired.difference_cells((base.report, base.masks), (run.report, run.masks),
+                                        columns, "runs")
         lines.append(f"| {NORM_LABELS[run.config['norm']]} {run.config['eps_text']} | "
-                     f"`{run.name}` - `{base.name}` | "
-                     + " | ".join(paired.format_difference(differences[c])
-                                  if c in differences else "-" for c in columns)
-                     + " |")
+                     f"`{run.name}` - `{base.name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

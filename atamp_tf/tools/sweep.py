@@ -144,11 +144,8 @@ def paired_markdown(runs):
     lines = ["| run | seed | checkpoint | " + column_labels(columns) + " |",
              "| --- | ---: | --- |" + " ---: |" * len(columns)]
     for run, which in pairs:
-        paired.check_same_examples(baseline.reports[which], run.reports[which], "sweep_runs")
-        differences = paired.paired_rows(baseline.evaluations[which], run.evaluations[which],
-                                         columns)
-        cells = [paired.format_difference(differences[c]) if c in differences else "-"
-                 for c in columns]
+        cells = paired.difference_cells(baseline.evaluations[which], run.evaluations[which],
+                                        columns, "sweep_runs")
         lines.append(f"| {run.label} | {run.seed} | {which} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
