@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atamp_tf import rundir
+from atamp_tf import export, rundir
 from atamp_tf.tools import comparison, paired
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,3 +141,19 @@ def test_cli_compare_runs(tmp_path):
                            check=False)
     assert alone.returncode != 0 and "--compared_with: only with --compare_runs" in alone.stderr
     assert "Traceback" not in alone.stderr
+
+
+def test_docs_runs_mnist_comparison_is_what_the_command_makes_from_the_committed_runs():
+    """docs/runs/mnist/comparison.md (the zoo's MNIST reading) quotes the committed runs
+    exactly, both evaluated on all 10,000 test images with the standard AutoAttack and
+    every sanity check passed."""
+    mnist = ROOT / "docs" / "runs" / "mnist"
+    runs = comparison.load_runs([str(mnist / "pgd_at"), str(mnist / "pgd_at_amp")],
+                                export.read_compared_with(str(PUBLISHED)))
+    assert (mnist / "comparison.md").read_text() == comparison.comparison_markdown(
+        runs, export.read_compared_with(str(PUBLISHED)))
+    for run in runs:
+        assert run.report["num_examples"] == 10000
+        assert run.report["checks_passed"], f"{run.name}: evaluation sanity checks failed"
+        assert run.report["attacks"]["autoattack"]["settings"]["version"] == "standard"
+        assert run.summary["evaluation"]["holdout_examples"] == 5000  # best chosen off the test set
