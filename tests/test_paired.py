@@ -148,10 +148,9 @@ def test_docs_runs_mnist_comparison_is_what_the_command_makes_from_the_committed
     exactly, both evaluated on all 10,000 test images with the standard AutoAttack and
     every sanity check passed."""
     mnist = ROOT / "docs" / "runs" / "mnist"
-    runs = comparison.load_runs([str(mnist / "pgd_at"), str(mnist / "pgd_at_amp")],
-                                export.read_compared_with(str(PUBLISHED)))
-    assert (mnist / "comparison.md").read_text() == comparison.comparison_markdown(
-        runs, export.read_compared_with(str(PUBLISHED)))
+    published = export.read_compared_with(str(PUBLISHED))
+    runs = comparison.load_runs([str(mnist / "pgd_at"), str(mnist / "pgd_at_amp")], published)
+    assert (mnist / "comparison.md").read_text() == comparison.comparison_markdown(runs, published)
     for run in runs:
         assert run.report["num_examples"] == 10000
         assert run.report["checks_passed"], f"{run.name}: evaluation sanity checks failed"
