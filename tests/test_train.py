@@ -157,6 +157,23 @@ def test_rerun_of_a_finished_run_trains_nothing_and_other_flags_are_refused(tiny
         training.setup(config, text)
 
 
+def test_a_recorded_run_without_its_state_is_refused_and_left_as_it_was(tiny_run, tmp_path):
+    """A run directory copied without state/ (e.g. a finished run's small files) is not
+    trained again from epoch 0 over its records."""
+    out, _, _ = tiny_run
+    copy = tmp_path / "copied"
+    copy.mkdir()
+    for name in ("metrics.csv", "summary.json", "flags.cfg", "run_config.json"):
+        (copy / name).write_bytes((out / name).read_bytes())
+    config, text = parse(*TINY, "--epochs=2", "--steps_per_epoch=3", "--lr_boundaries=1",
+                         f"--out_dir={copy}")
+    with pytest.raises(ValueError, match=r"--out_dir: .*recorded run \(metrics.csv, "
+                                         r"summary.json\) but no resume state"):
+        training.setup(config, text)
+    assert (copy / "metrics.csv").read_bytes() == (out / "metrics.csv").read_bytes()
+    assert not (copy / "state").exists()
+
+
 def test_compare_plot_of_several_runs(tiny_run, tmp_path):
     out, _, _ = tiny_run
     path = plots.compare_run_dirs([str(out), str(out)], str(tmp_path / "cmp.png"),

@@ -4,8 +4,8 @@
 # reads a script as it goes). From the repository root, after the README's setup:
 #   mkdir -p /root/atamp_runs/sweep && cp -rn resume/sweep/cifar10_l2_* /root/atamp_runs/sweep/
 #   nohup bash resume/sweep/queue.sh >> /root/atamp_runs/sweep/queue.log 2>&1 &
-# 1. train the four runs not yet trained, two side by side (a finished run returns at once;
-#    a killed one resumes after its last finished epoch);
+# 1. train the runs not yet trained, two side by side (a finished run is skipped; a killed
+#    one resumes after its last finished epoch);
 # 2. evaluate every run's best and last checkpoint on the first 1,000 CIFAR-10 test images
 #    with natural, PGD-20, PGD-100 and CW-L2, and those of PGD-AT and of the AMP delta with
 #    the highest per-epoch robust accuracy (summary.json's best, PGD-10 on the 1,000-image
@@ -21,7 +21,8 @@ AMP=(pgd_at_amp_d0.0125 pgd_at_amp_d0.025 pgd_at_amp_d0.05 pgd_at_amp_d0.1)
 ALL=(pgd_at "${AMP[@]}" pgd_at_awp_g0.01)
 BASIC=natural,pgd20,pgd100,cw_l2
 
-train() {
+train() {  # a finished run is skipped (its committed copy has no state/: train refuses it)
+  grep -q '"complete": true' $RUNS/cifar10_l2_$1/summary.json 2>/dev/null && return 0
   $PY -m atamp_tf.train --flagfile=flags/sweep/cifar10_l2_$1.cfg \
     --out_dir=$RUNS/cifar10_l2_$1 >> $RUNS/$1.log 2>&1
 }
