@@ -3,6 +3,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -92,6 +93,22 @@ def test_sweep_pairs_each_run_against_pgd_at_on_the_same_examples(tmp_path):
     assert f"| AMP (per tensor), delta 0.05 | 0 | best | {paired.format_difference(d)} |" in text
     assert "| last |" not in text  # PGD-AT's last checkpoint has no per-example results
     assert "Paired against PGD-AT" in sweep.sweep_markdown(runs)
+
+
+def test_the_robust_panel_draws_every_run_with_the_same_attack():
+    """AutoAttack for some runs and a weaker attack for others on one axis would favour the
+    others: the panel's measure is the strongest attack every best and last report has."""
+    def run(*reports):
+        return SimpleNamespace(reports=dict(zip(("best", "last"), reports)))
+    full = {"natural": 0.44, "pgd20": 0.33, "cw_l2": 0.32, "autoattack": 0.31}
+    basic = {"natural": 0.41, "pgd20": 0.33, "cw_l2": 0.31, "autoattack": None}
+    with_aa, without = run({"accuracy": full}, {"accuracy": full}), run(
+        {"accuracy": basic}, {"accuracy": basic})
+    assert sweep.plot_measure([with_aa, without]) == "cw_l2"
+    assert sweep.plot_measure([with_aa, with_aa]) == "autoattack"
+    assert sweep.plot_measure([with_aa, run({"accuracy": basic})]) is None  # no last report
+    assert sweep.plot_measure([with_aa, run({"accuracy": {"natural": 0.4}}, {
+        "accuracy": {"natural": 0.4}})]) is None
 
 
 def test_sweep_marks_a_best_epoch_selected_on_held_out_data(tmp_path):

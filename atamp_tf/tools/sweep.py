@@ -3,11 +3,12 @@
 `python -m atamp_tf.reproduction --sweep_runs=DIR1,DIR2,... --output_dir=DIR` writes
 `sweep.md` (per-epoch best/last, gap, drop; the final evaluation of the best and last
 checkpoints with binomial standard errors; each run paired against PGD-AT on the same examples)
-and `sweep.png` (robust accuracy, natural accuracy,
-robust gap and best-last drop against delta, PGD-AT as the delta = 0 point, AWP's scope as a
-separate marker). The final evaluation of a run is `<run>/eval/report.json` (best checkpoint,
-`python -m atamp_tf.evaluate`'s default) and `<run>/eval_last/report.json` (`--checkpoint=last
---output_dir=<run>/eval_last`).
+and `sweep.png` (robust accuracy, natural accuracy, robust gap and best-last drop against
+delta, PGD-AT as the delta = 0 point, AWP's scope as a separate marker; the robust panel draws
+every run with the same attack, plot_measure's, and AutoAttack beside it where only some runs
+have it). The final evaluation of a run is `<run>/eval/report.json` (best checkpoint,
+`python -m atamp_tf.evaluate`'s default) and `<run>/eval_last/report.json`
+(`--checkpoint=last --output_dir=<run>/eval_last`).
 """
 import math
 import os
@@ -167,14 +168,37 @@ def sweep_markdown(runs):
             + paired_markdown(runs) + "\n")
 
 
-def _robust_for_plot(run, which):
-    """AutoAttack accuracy of the final evaluation if there is one, else the per-epoch value."""
-    report = run.reports.get(which)
-    if report is not None and report["accuracy"].get("autoattack") is not None:
-        return report["accuracy"]["autoattack"], report["num_examples"], "AutoAttack"
+def plot_measure(runs):
+    """The robust accuracy every point of the robust panel shares, so that no run is drawn with
+    a stronger attack than another: the strongest attack (lowest mean accuracy) that every
+    run's best and last final evaluation has, or None (the per-epoch PGD) if any lacks one."""
+    reports = [run.reports.get(which) for run in runs for which in ("best", "last")]
+    if not reports or any(report is None for report in reports):
+        return None
+    common = set.intersection(*({name for name, value in report["accuracy"].items()
+                                 if value is not None and name != "natural"}
+                                for report in reports))
+    if not common:
+        return None
+    return min(sorted(common), key=lambda name: sum(r["accuracy"][name] for r in reports))
+
+
+def _robust_for_plot(run, which, measure):
+    """(accuracy, examples) of `measure` (plot_measure's) in run's `which` evaluation, or of the
+    per-epoch subset when measure is None."""
+    if measure is not None:
+        report = run.reports[which]
+        return report["accuracy"][measure], report["num_examples"]
     per_epoch = run.per_epoch()
-    n = run.config.get("eval_test_examples") or 0
-    return per_epoch["best" if which == "best" else "last"], n, "per-epoch PGD"
+    return per_epoch["best" if which == "best" else "last"], run.config.get(
+        "eval_test_examples") or 0
+
+
+def _measure_label(runs, measure):
+    if measure is None:
+        return "per-epoch PGD"
+    report = runs[0].reports["best"]
+    return report.get("attacks", {}).get(measure, {}).get("label", measure)
 
 
 def plot_sweep(runs, path):
@@ -187,18 +211,25 @@ def plot_sweep(runs, path):
     for run in runs:
         series.setdefault(run.scope, []).append(run)
     styles = {None: ("k", "s"), "tensor": ("C0", "o"), "global": ("C2", "^"), "awp": ("C3", "D")}
-    kinds = set()
+    measure = plot_measure(runs)
     for scope, members in series.items():
         color, marker = styles[scope]
         name = "PGD-AT (delta 0)" if scope is None else SCOPE_NAMES[scope]
         xs = [0.0 if scope is None else r.delta for r in members]
         for which, fill in (("best", color), ("last", "none")):
-            values = [_robust_for_plot(r, which) for r in members]
-            kinds.update(kind for _, _, kind in values)
-            axes[0].errorbar(xs, [100 * v for v, _, _ in values],
-                             yerr=[100 * binomial_se(v, n) for v, n, _ in values],
+            values = [_robust_for_plot(r, which, measure) for r in members]
+            axes[0].errorbar(xs, [100 * v for v, _ in values],
+                             yerr=[100 * binomial_se(v, n) for v, n in values],
                              color=color, marker=marker, mfc=fill, ls="none", capsize=3,
                              label=f"{name}, {which}")
+            if measure != "autoattack":  # AutoAttack where it ran, beside the shared measure
+                with_aa = [(x, r.reports[which]["accuracy"]["autoattack"])
+                           for x, r in zip(xs, members) if which in r.reports
+                           and r.reports[which]["accuracy"].get("autoattack") is not None]
+                if with_aa:
+                    axes[0].plot([x for x, _ in with_aa], [100 * v for _, v in with_aa],
+                                 color=color, marker="x" if which == "best" else "+",
+                                 ls="none", ms=8, label=f"{name}, {which}, AutoAttack")
         natural = [r.per_epoch()["last_natural"] for r in members]
         n_nat = [r.config.get("eval_test_examples") or 0 for r in members]
         axes[1].errorbar(xs, [100 * v for v in natural],
@@ -208,7 +239,12 @@ def plot_sweep(runs, path):
                      marker=marker, ls="none", label=name)
         axes[3].plot(xs, [100 * r.per_epoch()["drop"] for r in members], color=color,
                      marker=marker, ls="none", label=name)
-    titles = [f"robust accuracy ({' / '.join(sorted(kinds))})", "natural accuracy (last)",
+    robust_title = f"robust accuracy ({_measure_label(runs, measure)}, every run)"
+    if measure != "autoattack" and any(
+            r.reports[w]["accuracy"].get("autoattack") is not None
+            for r in runs for w in r.reports):
+        robust_title += "; x/+: AutoAttack"
+    titles = [robust_title, "natural accuracy (last)",
               "robust gap (last epoch)", "best - last robust (per epoch)"]
     for ax, title in zip(axes, titles):
         ax.set_xscale("symlog", linthresh=0.01)

@@ -4,6 +4,8 @@
 # (docs/sweep/sweep.md, sweep.png), and docs/reproduction.md's quote of the old report replaced
 # by the new one. Checks every run first, so a missing file changes nothing. Run it again at
 # any time: it gives the same result. From the repository root: bash resume/sweep/finish.sh
+# (PARTIAL=1 bash resume/sweep/finish.sh: the same with the evaluations finished so far, for a
+# status between sessions; a run's missing evaluation is left out of the report.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -16,6 +18,7 @@ for run in "${ALL[@]}"; do d=$RUNS/cifar10_l2_$run
 done, epochs = (json.load(open(p))[k] for p, k in zip(sys.argv[1:], ("epochs_done", "epochs")))
 sys.exit(0 if done == epochs else f"{sys.argv[1]}: {done} of {epochs} epochs")' \
     "$d/summary.json" "$d/run_config.json" || { echo "$run: not finished: run queue.sh" >&2; exit 1; }
+  [ -n "${PARTIAL:-}" ] && continue
   for e in eval eval_last; do for f in "${EVAL_FILES[@]}"; do
     [ -f "$d/$e/$f" ] || { echo "$run: $d/$e/$f missing: run queue.sh" >&2; exit 1; }
   done; done
@@ -27,7 +30,9 @@ for run in "${ALL[@]}"; do d=$RUNS/cifar10_l2_$run out=docs/runs/sweep/cifar10_l
   mkdir -p "$out/eval" "$out/eval_last"
   cp "$d/flags.cfg" "$d/metrics.csv" "$d/run_config.json" "$d/summary.json" "$out/"
   cp -r "$d/plots" "$out/"
-  for e in eval eval_last; do for f in "${EVAL_FILES[@]}"; do cp "$d/$e/$f" "$out/$e/"; done; done
+  for e in eval eval_last; do
+    [ -f "$d/$e/report.json" ] || { rmdir "$out/$e" 2>/dev/null || true; continue; }  # PARTIAL only
+    for f in "${EVAL_FILES[@]}"; do cp "$d/$e/$f" "$out/$e/"; done; done
 done
 $PY -m atamp_tf.reproduction --output_dir=docs/sweep --sweep_runs="$(runs_in_docs)"
 OLD="$old" $PY - docs/sweep/sweep.md docs/reproduction.md <<'PYEOF'
