@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from atamp_tf import data, plots, rundir
+from atamp_tf import data, plots, provenance, rundir
 from atamp_tf.train import callbacks, training
 from atamp_tf.train import flags as flags_def
 
@@ -118,6 +118,20 @@ def test_run_config_has_what_evaluate_and_export_read(tiny_run):
     assert (config["amp_delta"], config["amp_xi"], config["amp_steps"],
             config["amp_scope"]) == (0.1, 1.0, 1, "tensor")
     assert config["amp_warmup_steps"] == 3 and config["steps_per_epoch"] == 3
+    assert config["code_versions"] == [{"from_epoch": 0,
+                                        "code_version": provenance.code_version()}]
+
+
+def test_code_versions_keep_which_code_trained_which_epochs(tmp_path, monkeypatch):
+    path = tmp_path / "run_config.json"
+    rundir.atomic_write_json(str(path), {"code_versions": [{"from_epoch": 0,
+                                                            "code_version": "a"}]})
+    monkeypatch.setattr(provenance, "code_version", lambda: "b")
+    assert training.code_versions(str(path), 3) == [
+        {"from_epoch": 0, "code_version": "a"}, {"from_epoch": 3, "code_version": "b"}]
+    monkeypatch.setattr(provenance, "code_version", lambda: "a")
+    assert training.code_versions(str(path), 3) == [{"from_epoch": 0, "code_version": "a"}]
+    assert training.code_versions(str(path), 0) == [{"from_epoch": 0, "code_version": "a"}]
 
 
 def test_checkpoints_load_predict_and_match_the_metrics(tiny_run):

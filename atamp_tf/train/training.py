@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from atamp_tf import checkpoints, data, rundir
+from atamp_tf import checkpoints, data, provenance, rundir
 from atamp_tf import config as cfg
 from atamp_tf import strategy as strategies
 from atamp_tf.models import build_model
@@ -317,12 +317,26 @@ def _start_recording(run, spec, flags_text, meta, eval_sets, restore):
         run.recorder.write_outputs(run.model.network, current_epoch=run.initial_epoch)
 
 
+def code_versions(run_config_path, initial_epoch):
+    """Which code trained which epochs: the list recorded so far (kept on resume, started
+    afresh at epoch 0) with this process's code version appended when it differs."""
+    history = []
+    if initial_epoch > 0 and os.path.isfile(run_config_path):
+        history = list(rundir.read_json(run_config_path).get("code_versions", []))
+    version = provenance.code_version()
+    if not history or history[-1]["code_version"] != version:
+        history.append({"from_epoch": int(initial_epoch), "code_version": version})
+    return history
+
+
 def _record_start(run, spec, flags_text):
     """flags.cfg and run_config.json."""
     rundir.atomic_write_text(run.paths.flags,
                              _FLAGS_HEADER.format(path=run.paths.flags) + flags_text)
-    rundir.atomic_write_json(run.paths.run_config, run_config_dict(
-        run.config, spec, run.steps_per_epoch, run.strategy.num_replicas_in_sync))
+    record = run_config_dict(run.config, spec, run.steps_per_epoch,
+                             run.strategy.num_replicas_in_sync)
+    record["code_versions"] = code_versions(run.paths.run_config, run.initial_epoch)
+    rundir.atomic_write_json(run.paths.run_config, record)
 
 
 def chief_callbacks(run, eval_sets):
