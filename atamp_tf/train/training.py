@@ -224,16 +224,13 @@ def check_existing_run(paths, flags_text):
     """A run directory with a resume state must have been started with the same flags
     (those in cfg.RESUME_FREE aside); one with recorded epochs but no state (copied without
     state/) is refused rather than trained again over its records."""
-    if rundir.load_state_meta(paths.state) is None:
-        recorded = [os.path.basename(p) for p in (paths.metrics, paths.summary)
-                    if os.path.isfile(p)]
-        if recorded:
-            raise ValueError(f"--out_dir: {paths.root} holds a recorded run "
-                             f"({', '.join(recorded)}) but no resume state ({paths.state}); "
-                             "training it again would overwrite its records: restore its "
-                             "state/ to resume it, or choose another --out_dir")
-        return
-    if not os.path.isfile(paths.flags):
+    recorded = [os.path.basename(p) for p in (paths.metrics, paths.summary) if os.path.isfile(p)]
+    if recorded and rundir.load_state_meta(paths.state) is None:
+        raise ValueError(f"--out_dir: {paths.root} holds a recorded run "
+                         f"({', '.join(recorded)}) but no resume state ({paths.state}); "
+                         "training it again would overwrite its records: restore its "
+                         "state/ to resume it, or choose another --out_dir")
+    if not os.path.isfile(paths.flags) or rundir.load_state_meta(paths.state) is None:
         return
     with open(paths.flags, encoding="utf-8") as f:
         old = _flag_lines(f.read())
