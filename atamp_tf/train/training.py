@@ -220,17 +220,17 @@ def _flag_lines(text):
     return [ln for ln in lines if ln.split("=", 1)[0] not in free]
 
 
-def check_existing_run(paths, flags_text):
-    """A run directory with a resume state must have been started with the same flags
-    (those in cfg.RESUME_FREE aside); one with recorded epochs but no state (copied without
-    state/) is refused rather than trained again over its records."""
+def check_existing_run(paths, flags_text, meta):
+    """A run directory with a resume state (meta, load_state_meta's) must have been started
+    with the same flags (those in cfg.RESUME_FREE aside); one with recorded epochs but no
+    state (copied without state/) is refused rather than trained again over its records."""
     recorded = [os.path.basename(p) for p in (paths.metrics, paths.summary) if os.path.isfile(p)]
-    if recorded and rundir.load_state_meta(paths.state) is None:
+    if recorded and meta is None:
         raise ValueError(f"--out_dir: {paths.root} holds a recorded run "
                          f"({', '.join(recorded)}) but no resume state ({paths.state}); "
                          "training it again would overwrite its records: restore its "
                          "state/ to resume it, or choose another --out_dir")
-    if not os.path.isfile(paths.flags) or rundir.load_state_meta(paths.state) is None:
+    if not os.path.isfile(paths.flags) or meta is None:
         return
     with open(paths.flags, encoding="utf-8") as f:
         old = _flag_lines(f.read())
@@ -256,9 +256,9 @@ def setup(config, flags_text):
     strategy = make_strategy(config)
     chief = strategies.is_chief(strategy)
     shared = rundir.RunPaths(config.out_dir)  # every worker resumes from the chief's state
-    if chief:
-        check_existing_run(shared, flags_text)
     meta = rundir.load_state_meta(shared.state)
+    if chief:
+        check_existing_run(shared, flags_text, meta)
     run = TrainingRun(config, strategy, chief,
                       rundir.RunPaths(strategies.worker_dir(config.out_dir, strategy)),
                       initial_epoch=int(meta["epoch"]) if meta else 0)
