@@ -231,12 +231,55 @@ def test_plus_versions_own_components_agree_with_the_reference(trained, examples
     _assert_agreement(table)
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_reference_run_resumes_after_its_last_finished_chunk(trained, examples,
+                                                                     tmp_path, monkeypatch):
+    """Killed in its third chunk, the run resumes there: the two finished chunks are read
+    back, not recomputed, and the result is the uninterrupted run's; another run's chunks
+    (another eps) are not taken for its own."""
+    _, _, onnx_path = trained
+    x, y = (a[:40] for a in examples)
+    settings = dict(norm="linf", eps=EPS["linf"], module=reference.torch_module(onnx_path),
+                    components=("apgd-ce",), chunk_size=16)
+    whole = reference.reference_autoattack(onnx_path, x, y, **settings)
+    run_chunk, calls, kill = reference._reference_chunk, [], [True]
+
+    def killed_in_the_third(model, x_chunk, *args, **kwargs):
+        calls.append(len(x_chunk))
+        if kill[0] and len(calls) == 3:
+            raise _Killed  # as a SIGKILL: the chunk never saved
+        return run_chunk(model, x_chunk, *args, **kwargs)
+
+    monkeypatch.setattr(reference, "_reference_chunk", killed_in_the_third)
+    with pytest.raises(_Killed):
+        reference.reference_autoattack(onnx_path, x, y, resume_dir=str(tmp_path), **settings)
+    assert sorted(os.listdir(tmp_path)) == ["reference_0-16.npz", "reference_16-32.npz"]
+    calls.clear()
+    kill[0] = False
+    resumed = reference.reference_autoattack(onnx_path, x, y, resume_dir=str(tmp_path),
+                                             **settings)
+    assert calls == [8]  # 40 = 16 + 16 + 8: only the unfinished chunk ran
+    np.testing.assert_array_equal(resumed.robust, whole.robust)
+    np.testing.assert_array_equal(resumed.x_adv, whole.x_adv)
+    assert resumed.accuracy_after == pytest.approx(whole.accuracy_after)
+    assert resumed.accuracy_after["apgd-ce"] == pytest.approx(whole.robust.mean(), abs=1e-3)
+    assert resumed.settings["chunks"] == 3 and 0 < resumed.robust.sum() < resumed.clean.sum()
+    calls.clear()
+    reference.reference_autoattack(onnx_path, x, y, resume_dir=str(tmp_path),
+                                   **{**settings, "eps": EPS["linf"] / 2})
+    assert calls == [16, 16, 8]
+
+
 def test_l2_cli_agrees_with_the_reference(l2_cli):
     proc, out = l2_cli
     stdout, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-3000:]
     table = json.loads((out / "parity.json").read_text())
     assert "# AutoAttack parity" in stdout and (out / "parity.md").is_file()
+    assert not (out / "partial").exists()  # the resume state, removed once written
     assert table["ours"]["model"] == "keras" and table["threat_model"]["norm"] == "l2"
     print(reference.summary_markdown([table]))
     assert table["reference"]["num_invalid"] == 0 and table["reference"]["invalid_indices"] == []

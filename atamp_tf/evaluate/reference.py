@@ -277,59 +277,104 @@ def _check_inputs(x, y, norm, eps):
 
 
 def reference_autoattack(onnx_path, x, y, *, norm, eps, version="standard", batch_size=250,
-                         seed=0, threads=1, module=None, components=None):
+                         seed=0, threads=1, module=None, components=None, chunk_size=None,
+                         resume_dir=None):
     """Runs pyautoattack's AutoAttack(norm, eps, version) on exactly (x, y) against the ONNX
     file converted by onnx2torch (or `module`, its NHWC torch module, if already converted).
     components: run only these, in this order, with the version's settings (restarts, EOT),
     labelled "custom" unless they are the version's own.
 
+    chunk_size: one run_standard_evaluation per this many examples (default all at once; a
+    chunk of batch_size is what our evaluation does per batch); resume_dir: each finished
+    chunk is saved there, so a run killed at any point resumes after its last finished chunk
+    and recomputes nothing (the seconds are the chunks' own, summed).
     x: float32 NHWC in [0, 1]; y: integer labels. threads: torch threads for the run (see
     torch_threads). Returns a ReferenceResult; ValueError if the conversion does not reproduce
     onnxruntime's logits (then the two sides would not attack the same model)."""
-    import torch  # pylint: disable=import-outside-toplevel
-    from pyautoattack import AutoAttack  # pylint: disable=import-outside-toplevel
     x, y = _check_inputs(x, y, norm, eps)
     if not os.path.isfile(onnx_path):
         raise ValueError(f"--onnx: {onnx_path} is not a file")
+    chunk_size = len(x) if chunk_size is None else int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    run = {"norm": norm, "eps": float(eps), "version": version, "batch_size": int(batch_size),
+           "seed": int(seed), "threads": threads, "components": components,
+           "onnx_sha256": sha256_file(onnx_path), **reference_versions()}
     with torch_threads(threads):
         module = torch_module(onnx_path) if module is None else module
         conversion = conversion_check(onnx_path, module, x)
         if not conversion["passed"]:
             raise ValueError(f"onnx2torch's conversion of {onnx_path} differs from onnxruntime: "
                              f"{conversion}")
-        model = nchw_module(module)
-        x_nchw = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-        labels = torch.from_numpy(y)
-        with torch.no_grad():
-            clean = (model(x_nchw).argmax(1) == labels).numpy()
-        started = time.time()
-        with _reference_log() as records:
-            attack = AutoAttack(model, norm=REFERENCE_NORMS[norm], eps=float(eps),
-                                version=version, seed=int(seed), device="cpu")
-            if components is not None:
-                attack.attacks_to_run = list(components)
-            x_adv, y_adv = attack.run_standard_evaluation(x_nchw, labels,
-                                                          batch_size=int(batch_size))
-        seconds = time.time() - started
-    x_adv = np.ascontiguousarray(x_adv.detach().numpy().transpose(0, 2, 3, 1), np.float32)
-    robust = y_adv.numpy() == y
-    valid, distance = within_threat(x_adv, x, norm=norm, eps=eps)
+        parts = []
+        for start in range(0, len(x), chunk_size):
+            part = slice(start, min(start + chunk_size, len(x)))
+            progress = resume_dir and rundir.Progress(
+                os.path.join(resume_dir, f"reference_{part.start}-{part.stop}.npz"),
+                rundir.fingerprint(x[part], y[part], run))
+            saved = progress and progress.load()
+            if saved is None:
+                saved = _reference_chunk(nchw_module(module), x[part], y[part], norm=norm,
+                                         eps=eps, version=version, batch_size=batch_size,
+                                         seed=seed, components=components)
+                if progress:
+                    progress.save(saved[1], **saved[0])
+            else:
+                logging.info("reference: examples %d-%d read back from %s", part.start,
+                             part.stop, progress.path)
+            parts.append(saved)
+    x_adv = np.concatenate([arrays["x_adv"] for arrays, _ in parts])
+    robust = np.concatenate([arrays["robust"] for arrays, _ in parts])
+    clean = np.concatenate([arrays["clean"] for arrays, _ in parts])
+    names = [c for c in parts[0][1]["components"]
+             if any(c in meta["after"] for _, meta in parts)]
     after = {"clean": float(clean.mean())}
-    after.update({m.group(1).lower(): float(m.group(2)) / 100 for _, text in records
-                  for m in [_AFTER.search(text)] if m})
-    warnings = [text for level, text in records if level >= std_logging.WARNING]
+    for name in names:  # weighted by chunk size; a chunk logs no accuracy after a component
+        # it skipped, which it does only once nothing is robust: its final accuracy is that
+        after[name] = float(sum(meta["after"].get(name, arrays["robust"].mean()) *
+                                len(arrays["robust"]) for arrays, meta in parts) / len(x))
+    warnings = [text for _, meta in parts for text in meta["warnings"]]
     for text in warnings:
         logging.warning("reference AutoAttack: %s", text)
+    valid, distance = within_threat(x_adv, x, norm=norm, eps=eps)
     from atamp_tf.attacks import autoattack  # pylint: disable=import-outside-toplevel
     label = autoattack.version_label(version, components, **autoattack.STANDARD_BUDGET)
     settings = {"implementation": "pyautoattack.AutoAttack", "version": label,
                 "norm": REFERENCE_NORMS[norm], "eps": float(eps), "seed": int(seed),
                 "batch_size": int(batch_size), "device": "cpu", "torch_threads": threads,
-                "components": list(attack.attacks_to_run), "input": "NCHW (NHWC model permuted)",
+                "chunk_size": chunk_size, "chunks": len(parts),
+                "components": parts[0][1]["components"], "input": "NCHW (NHWC model permuted)",
                 "model": "onnx2torch conversion of the ONNX file", **reference_versions()}
     return ReferenceResult(robust=robust, clean=clean, x_adv=x_adv, valid=valid,
                            distance=distance, accuracy_after=after, warnings=warnings,
-                           conversion=conversion, seconds=seconds, settings=settings)
+                           conversion=conversion,
+                           seconds=float(sum(meta["seconds"] for _, meta in parts)),
+                           settings=settings)
+
+
+def _reference_chunk(model, x, y, *, norm, eps, version, batch_size, seed, components):
+    """One run_standard_evaluation on (x, y): ({robust, clean, x_adv}, {seconds, after (the
+    per-component accuracies its log prints), warnings, components})."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from pyautoattack import AutoAttack  # pylint: disable=import-outside-toplevel
+    x_nchw = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    labels = torch.from_numpy(y)
+    with torch.no_grad():
+        clean = (model(x_nchw).argmax(1) == labels).numpy()
+    started = time.time()
+    with _reference_log() as records:
+        attack = AutoAttack(model, norm=REFERENCE_NORMS[norm], eps=float(eps),
+                            version=version, seed=int(seed), device="cpu")
+        if components is not None:
+            attack.attacks_to_run = list(components)
+        x_adv, y_adv = attack.run_standard_evaluation(x_nchw, labels, batch_size=int(batch_size))
+    seconds = time.time() - started
+    x_adv = np.ascontiguousarray(x_adv.detach().numpy().transpose(0, 2, 3, 1), np.float32)
+    after = {m.group(1).lower(): float(m.group(2)) / 100 for _, text in records
+             for m in [_AFTER.search(text)] if m}
+    return ({"robust": y_adv.numpy() == y, "clean": clean, "x_adv": x_adv},
+            {"seconds": seconds, "after": after, "components": list(attack.attacks_to_run),
+             "warnings": [text for level, text in records if level >= std_logging.WARNING]})
 
 
 # ---------------------------------------------------------------------------- our side
@@ -507,11 +552,12 @@ def check_same_model(keras_model, module, x, *, atol=CONVERSION_ATOL):
 
 def compare_autoattack(onnx_path, x, y, *, norm, eps, keras_model=None, batch_size=250,
                        seed=0, threads=1, verbose=True, version="standard", components=None,
-                       ours_from=None):
+                       ours_from=None, chunk_size=None, resume_dir=None):
     """Runs both AutoAttacks (the same version and components) on (x, y) and returns
     compare()'s table. The reference attacks the ONNX file (onnx2torch); ours the Keras model
     if given, else the same torch module. ours_from: (eval_dir, dataset, split): read ours
-    from that evaluation instead of running it (ours_from_evaluation)."""
+    from that evaluation instead of running it (ours_from_evaluation). chunk_size,
+    resume_dir: the reference's (reference_autoattack)."""
     x, y = _check_inputs(x, y, norm, eps)
     with torch_threads(threads):
         module = torch_module(onnx_path)
@@ -527,7 +573,8 @@ def compare_autoattack(onnx_path, x, y, *, norm, eps, keras_model=None, batch_si
         logging.info("reference AutoAttack (pyautoattack) on %d examples", len(x))
     ref = reference_autoattack(onnx_path, x, y, norm=norm, eps=eps, batch_size=batch_size,
                                seed=seed, threads=threads, module=module, version=version,
-                               components=components)
+                               components=components, chunk_size=chunk_size,
+                               resume_dir=resume_dir)
     if verbose:
         logging.info("reference: robust %.4f in %.1f s", ref.robust.mean(), ref.seconds)
     if ours is None:

@@ -8,9 +8,12 @@
 The reference attacks the ONNX file (converted by onnx2torch); ours attacks --model (a run
 directory or .keras file: evaluate's path), or with no --model the same torch module with torch
 gradients. Writes parity.json and parity.md (atamp_tf.evaluate.reference) and prints the
-markdown. Needs the `reference` extra (torch, pyautoattack, onnx2torch; see the README).
+markdown. The reference runs --chunk_size examples at a time, each chunk saved as it
+finishes: killed at any point, the same command resumes after the last finished chunk. Needs
+the `reference` extra (torch, pyautoattack, onnx2torch; see the README).
 """
 import os
+import shutil
 
 from absl import flags
 
@@ -41,6 +44,10 @@ _EPS = flags.DEFINE_string("eps", None, "Radius, a number or a fraction such as 
                            "(default: the run's).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 250, "Examples per attack batch, both sides "
                                    "(the reference's default).")
+_CHUNK_SIZE = flags.DEFINE_integer(
+    "chunk_size", None, "The reference runs on this many examples at a time, each chunk saved "
+    "under --output_dir/partial as it finishes: a run killed at any point resumes after its "
+    "last finished chunk (default --batch_size, the batches our evaluation resumes by).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of both sides (their generators differ).")
 _THREADS = flags.DEFINE_integer("torch_threads", 1, "torch intra-op threads (1: fastest for "
                                 "small models on a busy machine).")
@@ -74,8 +81,8 @@ def _settings():
     if _OURS_FROM.value and not os.path.isfile(os.path.join(_OURS_FROM.value, "report.json")):
         raise ValueError(f"--ours_from: {_OURS_FROM.value} has no report.json; expected the "
                          "output directory of python -m atamp_tf.evaluate")
-    if _BATCH_SIZE.value < 1 or _THREADS.value < 1:
-        raise ValueError("--batch_size and --torch_threads must be >= 1")
+    if _BATCH_SIZE.value < 1 or _THREADS.value < 1 or (_CHUNK_SIZE.value or 1) < 1:
+        raise ValueError("--batch_size, --chunk_size and --torch_threads must be >= 1")
     return keras_path, dataset, norm, eps, config
 
 
@@ -95,21 +102,25 @@ def main(argv):
                             npz_dir=_DATA["npz_dir"].value or config.get("npz_dir"),
                             num_examples=_NUM_EXAMPLES.value)
     keras_model = load_keras_model(keras_path) if keras_path else None
+    output_dir = _OUTPUT_DIR.value or os.path.splitext(_ONNX.value)[0] + "_parity"
+    resume_dir = os.path.join(output_dir, "partial")  # removed once the comparison is written
     report = reference.compare_autoattack(_ONNX.value, x, y, norm=norm, eps=eps,
                                           keras_model=keras_model,
                                           batch_size=_BATCH_SIZE.value, seed=_SEED.value,
                                           threads=_THREADS.value,
                                           version=_VERSION.value,
                                           ours_from=(_OURS_FROM.value, dataset, _SPLIT.value)
-                                          if _OURS_FROM.value else None)
+                                          if _OURS_FROM.value else None,
+                                          chunk_size=_CHUNK_SIZE.value or _BATCH_SIZE.value,
+                                          resume_dir=resume_dir)
     how = "the first" if _NUM_EXAMPLES.value is not None else "all"
     report = {"model_name": os.path.splitext(os.path.basename(_ONNX.value))[0],
               "keras_model": keras_path, "dataset": dataset, "split": _SPLIT.value,
               "examples": f"{how} {len(x)} examples of the {_SPLIT.value} split in its own "
                           f"order", **report}
     report["threat_model"]["eps_text"] = eps_text
-    output_dir = _OUTPUT_DIR.value or os.path.splitext(_ONNX.value)[0] + "_parity"
     reference.write_comparison(report, output_dir)
+    shutil.rmtree(resume_dir, ignore_errors=True)
     print(reference.markdown_comparison(report))
 
 
