@@ -214,6 +214,18 @@ def test_cli_exports_run_dir_and_fails_with_nonzero_exit(model, examples, tmp_pa
     card = (tmp_path / "zoo" / entry["card"]).read_text()
     assert f"(pixels in [0, 1]).\n\n## Scope\n{notes}\n\n## Use\n" in card
 
+    later = "Trained before a fix: to be replaced."  # --set_notes: notes and card, nothing else
+    noted = _cli(f"--manifest={tmp_path}/zoo/manifest.json", f"--name={entry['name']}",
+                 "--set_notes", f"--notes={later}")
+    assert noted.returncode == 0, noted.stderr[-3000:]
+    (renoted,) = json.loads((tmp_path / "zoo/manifest.json").read_text())["models"]
+    assert renoted == {**entry, "notes": later}
+    assert (tmp_path / "zoo" / entry["card"]).read_text() == card.replace(notes, later)
+    unknown = _cli(f"--manifest={tmp_path}/zoo/manifest.json", "--name=digits-none",
+                   "--set_notes", "--notes=x")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "no zoo entry 'digits-none'" in unknown.stderr
+
     wrong = dict(report, accuracy=dict(report["accuracy"], natural=0.0))
     (tmp_path / "wrong.json").write_text(json.dumps(wrong))
     bad = _cli(*common, f"--report={tmp_path}/wrong.json", "--name=digits-wrong")

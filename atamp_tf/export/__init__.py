@@ -590,9 +590,28 @@ def add_reference_parity(manifest_path, name, parity_path):
         raise ExportError(f"--add_parity: {parity_path} compared the {block['version']} "
                           f"AutoAttack, but {name}'s AutoAttack is {headline}: compare that "
                           "version, or evaluate and export the entry with this one first")
-    entry = {**entry, "reference_parity": block}
-    zoo_manifest.validate_entry(entry, where=f"{name} with --add_parity")
-    manifest["models"] = [entry if m["name"] == name else m for m in manifest["models"]]
+    return _rewrite_entry(manifest_path, manifest, {**entry, "reference_parity": block},
+                          "--add_parity")
+
+
+def set_notes(manifest_path, name, notes):
+    """Replaces zoo entry `name`'s notes (its card's Scope section; empty: none) and rewrites
+    its card, the model and its numbers untouched. Returns the entry."""
+    manifest = zoo_manifest.read_manifest(manifest_path)
+    entry = zoo_manifest.find_entry(manifest, name)
+    if entry is None:
+        raise ExportError(f"--name: no zoo entry {name!r} in {manifest_path}")
+    entry = {k: v for k, v in entry.items() if k != "notes"}
+    if notes.strip():
+        entry["notes"] = notes.strip()
+    return _rewrite_entry(manifest_path, manifest, entry, "--set_notes")
+
+
+def _rewrite_entry(manifest_path, manifest, entry, how):
+    """Writes the changed entry (validated) into the manifest and its card beside it."""
+    zoo_manifest.validate_entry(entry, where=f"{entry['name']} with {how}")
+    manifest["models"] = [entry if m["name"] == entry["name"] else m
+                          for m in manifest["models"]]
     zoo_manifest.validate_manifest(manifest)
     card_path = os.path.join(os.path.dirname(os.path.abspath(manifest_path)), entry["card"])
     atomic_write_text(card_path, model_card.render_card(entry))

@@ -54,6 +54,9 @@ _ADD_PARITY = flags.DEFINE_string(
     "add_parity", None, "Instead of exporting: record this parity.json of python -m "
     "atamp_tf.evaluate.reference_cli (our AutoAttack against the reference, on the entry's "
     "own ONNX file) on the existing zoo entry --name, and rewrite its card.")
+_SET_NOTES = flags.DEFINE_bool(
+    "set_notes", False, "Instead of exporting: replace the notes of the existing zoo entry "
+    "--name with --notes (empty: none) and rewrite its card; the model and its numbers stay.")
 _OPSET = flags.DEFINE_integer("opset", export.DEFAULT_OPSET, "ONNX opset.", lower_bound=13)
 _ATOL = flags.DEFINE_float("atol", export.DEFAULT_ATOL, "Largest allowed |logit difference| "
                            "between Keras and onnxruntime.", lower_bound=0.0)
@@ -134,6 +137,13 @@ def main(argv):
         print(f"{entry['name']}: reference parity on {parity['num_examples']} examples, "
               f"agreement {parity['agreement']:.4f} ({parity['num_disagree']} differ); "
               f"manifest {_MANIFEST.value}, card {entry['card']}.")
+        return
+    if _SET_NOTES.value:
+        if not _NAME.value:
+            raise app.UsageError("--set_notes needs --name, the zoo entry it is about.")
+        entry = export.set_notes(_MANIFEST.value, _NAME.value, _NOTES.value)
+        print(f"{entry['name']}: notes {'set' if entry.get('notes') else 'removed'}; manifest "
+              f"{_MANIFEST.value}, card {entry['card']}.")
         return
     _export()
 
