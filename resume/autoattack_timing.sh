@@ -30,11 +30,19 @@ machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(gr
   --npz_dir=$ATAMP_TF_NPZ_DIR --num_examples=$N --batch_size=500 --attacks=natural,autoattack \
   --output_dir=$work/now
 
-# 1. the reference on the same model (its ONNX export) and examples; ours read back
-onnx=$work/models/sweep-l2-pgd-at.onnx
-[ -f $onnx ] || $PY -m atamp_tf.export --run_dir=$d --checkpoint=last --name=sweep-l2-pgd-at \
-  --manifest=$work/manifest.json --out_dir=$work/models --card_dir=$work/cards \
-  --allow_failed_checks  # not a zoo entry: only the file the reference attacks
+# 1. ours before issue 14's changes, from a checkout of that commit
+before=$work/before
+[ -d $before ] || git worktree add --detach $before 8ae856b^
+[ -x $before/.venv/bin/python ] || (cd $before && python3 -m venv .venv && .venv/bin/pip install -q -e .)
+[ -f $work/before_eval/report.json ] || (cd $before && .venv/bin/python -m atamp_tf.evaluate \
+  --model=$d/checkpoints/last.keras --dataset=cifar10 --npz_dir=$ATAMP_TF_NPZ_DIR \
+  --num_examples=$N --norm=l2 --eps=128/255 --attacks=natural,autoattack --batch_size=500 \
+  --output_dir=$work/before_eval)
+
+# 2. the reference on the same model (the zoo entry that is this checkpoint, its ONNX file) and
+#    examples, ours read back; resumable per chunk of 500 examples (reference_cli --chunk_size).
+#    Its parity on all 1,000 is the zoo entry's too (export --add_parity, docs/runs/sweep/README.md)
+onnx=$(realpath atamp_tf/zoo/models/cifar10-l2-preactresnet18-w16-n1000-pgd-at.onnx)
 reference() {  # examples, torch threads, output directory
   [ -f $3/parity.json ] || $PY -m atamp_tf.evaluate.reference_cli --onnx=$onnx --model=$d \
     --npz_dir=$ATAMP_TF_NPZ_DIR --num_examples=$1 --batch_size=500 --torch_threads=$2 \
@@ -45,15 +53,6 @@ for t in 1 2; do reference 100 $t $work/reference_threads$t; done
 threads=$($PY -c 'import json, sys
 print(min((1, 2), key=lambda t: json.load(open(f"{sys.argv[1]}/reference_threads{t}/parity.json"))["reference"]["seconds"]))' $work)
 reference $N $threads $work/reference
-
-# 2. ours before issue 14's changes, from a checkout of that commit
-before=$work/before
-[ -d $before ] || git worktree add --detach $before 8ae856b^
-[ -x $before/.venv/bin/python ] || (cd $before && python3 -m venv .venv && .venv/bin/pip install -q -e .)
-[ -f $work/before_eval/report.json ] || (cd $before && .venv/bin/python -m atamp_tf.evaluate \
-  --model=$d/checkpoints/last.keras --dataset=cifar10 --npz_dir=$ATAMP_TF_NPZ_DIR \
-  --num_examples=$N --norm=l2 --eps=128/255 --attacks=natural,autoattack --batch_size=500 \
-  --output_dir=$work/before_eval)
 
 # 3. the small files (reports, parity; not the adversarial examples) and the table
 for step in now before_eval reference; do mkdir -p $OUT/${step%_eval}

@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from atamp_tf import rundir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARIES = sorted(glob.glob(os.path.join(ROOT, "docs", "**", "summary.json"), recursive=True))
 
@@ -52,10 +54,14 @@ def test_zoo_metrics_are_the_committed_reports():
                     if f.startswith("--out_dir=")]
         assert len(out_dirs) == 1, entry["name"]
         group_and_run = os.path.normpath(out_dirs[0]).split(os.sep)[-2:]
-        found = glob.glob(os.path.join(ROOT, "docs", "runs", *group_and_run, "eval",
+        budget = entry["training"].get("budget") or {}  # the last checkpoint: eval_last/
+        evaluation = "eval_last" if budget.get("checkpoint") == "last" else "eval"
+        found = glob.glob(os.path.join(ROOT, "docs", "runs", *group_and_run, evaluation,
                                        "report.json"))
         assert len(found) == 1, (f"{entry['name']}: commit its run's files under "
                                  f"docs/runs/{'/'.join(group_and_run)}/")
         with open(found[0]) as f:
             report = json.load(f)
         assert entry["metrics"]["accuracy"] == report["accuracy"], entry["name"]
+        if "report_fingerprint" in entry["metrics"]:  # recorded since issue 14: the very report
+            assert entry["metrics"]["report_fingerprint"] == rundir.fingerprint(report)
