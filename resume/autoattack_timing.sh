@@ -20,7 +20,7 @@ OUT=$(realpath $OUT)
 d=$(realpath -m $RUNS/cifar10_l2_pgd_at)
 work=$(realpath -m $RUNS/timing)
 mkdir -p $work
-[ -f $d/checkpoints/last.keras ] || { echo "timing: $d/checkpoints/last.keras missing (restore resume/sweep first)"; exit 1; }
+[ -f $d/checkpoints/last.keras ] || { echo "timing: $d/checkpoints/last.keras missing (restore resume/sweep/cifar10_l2_pgd_at first: resume/README.md)"; exit 1; }
 machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(grep -q avx512f /proc/cpuinfo && echo AVX-512 || echo 'AVX2, no AVX-512')"
 [ -f $OUT/machine.txt ] || echo "$machine" > $OUT/machine.txt
 [ "$(cat $OUT/machine.txt)" = "$machine" ] || { echo "timing: $OUT was measured on $(cat $OUT/machine.txt), this is $machine: delete $OUT to measure again"; exit 1; }
