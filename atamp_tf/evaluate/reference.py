@@ -287,7 +287,8 @@ def reference_autoattack(onnx_path, x, y, *, norm, eps, version="standard", batc
     chunk_size: one run_standard_evaluation per this many examples (default all at once; a
     chunk of batch_size is what our evaluation does per batch); resume_dir: each finished
     chunk is saved there, so a run killed at any point resumes after its last finished chunk
-    and recomputes nothing (the seconds are the chunks' own, summed).
+    and recomputes nothing (the seconds are the chunks' own, summed; a chunk saved with other
+    settings, torch threads included, is run again).
     x: float32 NHWC in [0, 1]; y: integer labels. threads: torch threads for the run (see
     torch_threads). Returns a ReferenceResult; ValueError if the conversion does not reproduce
     onnxruntime's logits (then the two sides would not attack the same model)."""
@@ -309,10 +310,10 @@ def reference_autoattack(onnx_path, x, y, *, norm, eps, version="standard", batc
         parts = []
         for start in range(0, len(x), chunk_size):
             part = slice(start, min(start + chunk_size, len(x)))
-            progress = resume_dir and rundir.Progress(
+            progress = rundir.Progress(
                 os.path.join(resume_dir, f"reference_{part.start}-{part.stop}.npz"),
-                rundir.fingerprint(x[part], y[part], run))
-            saved = progress and progress.load()
+                rundir.fingerprint(x[part], y[part], run)) if resume_dir else None
+            saved = progress.load() if progress else None
             if saved is None:
                 saved = _reference_chunk(nchw_module(module), x[part], y[part], norm=norm,
                                          eps=eps, version=version, batch_size=batch_size,
