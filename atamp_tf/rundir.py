@@ -157,6 +157,10 @@ def fingerprint(*parts):
     return digest.hexdigest()
 
 
+PARTIAL_DIR = "partial"  # under an evaluation's output directory: its resume state, removed
+# once the evaluation is written (evaluate's per attack and batch, reference_cli's per chunk)
+
+
 class Progress:
     """A partial result saved at `path` (.npz: arrays plus a JSON `meta`), valid only for the
     computation whose fingerprint is `key`: a long evaluation killed at any point resumes from

@@ -40,7 +40,7 @@ from atamp_tf.checkpoints import (  # noqa: F401 (public here too)
 from atamp_tf.formatting import percent
 
 DEFAULT_EPS = {"linf": "8/255", "l2": "128/255"}
-PARTIAL_DIR = "partial"  # under the output directory: finished attacks of an unfinished run
+PARTIAL_DIR = rundir.PARTIAL_DIR  # finished attacks of an unfinished run
 MODEL_CHECK_EXAMPLES = 200  # examples the model checks (sanity.check_model) run on
 # (export's default too, atamp_tf.export.DEFAULT_ATOL: one tolerance, the README's)
 

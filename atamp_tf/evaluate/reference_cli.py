@@ -17,7 +17,7 @@ import shutil
 
 from absl import flags
 
-from atamp_tf import cli
+from atamp_tf import cli, rundir
 from atamp_tf.attacks import registry
 from atamp_tf.checkpoints import (
     checkpoint_path,
@@ -103,7 +103,7 @@ def main(argv):
                             num_examples=_NUM_EXAMPLES.value)
     keras_model = load_keras_model(keras_path) if keras_path else None
     output_dir = _OUTPUT_DIR.value or os.path.splitext(_ONNX.value)[0] + "_parity"
-    resume_dir = os.path.join(output_dir, "partial")  # removed once the comparison is written
+    resume_dir = os.path.join(output_dir, rundir.PARTIAL_DIR)  # removed once it is written
     report = reference.compare_autoattack(_ONNX.value, x, y, norm=norm, eps=eps,
                                           keras_model=keras_model,
                                           batch_size=_BATCH_SIZE.value, seed=_SEED.value,

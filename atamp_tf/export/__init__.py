@@ -570,10 +570,7 @@ def add_reference_parity(manifest_path, name, parity_path):
     """Records a reference_cli comparison (parity.json) on zoo entry `name` and rewrites its
     card (the entry's `card`, beside the manifest). ExportError unless the comparison
     attacked this entry's file (same sha256) under its threat model. Returns the entry."""
-    manifest = zoo_manifest.read_manifest(manifest_path)
-    entry = zoo_manifest.find_entry(manifest, name)
-    if entry is None:
-        raise ExportError(f"--name: no zoo entry {name!r} in {manifest_path}")
+    manifest, entry = _read_entry(manifest_path, name)
     parity = read_json(parity_path, "--add_parity")
     block = reference_parity_block(parity, parity_path)
     if block["onnx_sha256"] != entry["file"]["sha256"]:
@@ -597,14 +594,20 @@ def add_reference_parity(manifest_path, name, parity_path):
 def set_notes(manifest_path, name, notes):
     """Replaces zoo entry `name`'s notes (its card's Scope section; empty: none) and rewrites
     its card, the model and its numbers untouched. Returns the entry."""
-    manifest = zoo_manifest.read_manifest(manifest_path)
-    entry = zoo_manifest.find_entry(manifest, name)
-    if entry is None:
-        raise ExportError(f"--name: no zoo entry {name!r} in {manifest_path}")
+    manifest, entry = _read_entry(manifest_path, name)
     entry = {k: v for k, v in entry.items() if k != "notes"}
     if notes.strip():
         entry["notes"] = notes.strip()
     return _rewrite_entry(manifest_path, manifest, entry, "--set_notes")
+
+
+def _read_entry(manifest_path, name):
+    """(manifest, its entry `name`); ExportError naming --name if there is none."""
+    manifest = zoo_manifest.read_manifest(manifest_path)
+    entry = zoo_manifest.find_entry(manifest, name)
+    if entry is None:
+        raise ExportError(f"--name: no zoo entry {name!r} in {manifest_path}")
+    return manifest, entry
 
 
 def _rewrite_entry(manifest_path, manifest, entry, how):

@@ -194,6 +194,12 @@ def _robust_for_plot(run, which, measure):
         "eval_test_examples") or 0
 
 
+def _autoattack(run, which):
+    """AutoAttack accuracy of run's `which` final evaluation, or None where it did not run."""
+    report = run.reports.get(which)
+    return None if report is None else report["accuracy"].get("autoattack")
+
+
 def _measure_label(runs, measure):
     if measure is None:
         return "per-epoch PGD"
@@ -212,6 +218,7 @@ def plot_sweep(runs, path):
         series.setdefault(run.scope, []).append(run)
     styles = {None: ("k", "s"), "tensor": ("C0", "o"), "global": ("C2", "^"), "awp": ("C3", "D")}
     measure = plot_measure(runs)
+    drew_autoattack = False
     for scope, members in series.items():
         color, marker = styles[scope]
         name = "PGD-AT (delta 0)" if scope is None else SCOPE_NAMES[scope]
@@ -223,9 +230,9 @@ def plot_sweep(runs, path):
                              color=color, marker=marker, mfc=fill, ls="none", capsize=3,
                              label=f"{name}, {which}")
             if measure != "autoattack":  # AutoAttack where it ran, beside the shared measure
-                with_aa = [(x, r.reports[which]["accuracy"]["autoattack"])
-                           for x, r in zip(xs, members) if which in r.reports
-                           and r.reports[which]["accuracy"].get("autoattack") is not None]
+                with_aa = [(x, _autoattack(r, which)) for x, r in zip(xs, members)
+                           if _autoattack(r, which) is not None]
+                drew_autoattack |= bool(with_aa)
                 if with_aa:
                     axes[0].plot([x for x, _ in with_aa], [100 * v for _, v in with_aa],
                                  color=color, marker="x" if which == "best" else "+",
@@ -240,9 +247,7 @@ def plot_sweep(runs, path):
         axes[3].plot(xs, [100 * r.per_epoch()["drop"] for r in members], color=color,
                      marker=marker, ls="none", label=name)
     robust_title = f"robust accuracy ({_measure_label(runs, measure)}, every run)"
-    if measure != "autoattack" and any(
-            r.reports[w]["accuracy"].get("autoattack") is not None
-            for r in runs for w in r.reports):
+    if drew_autoattack:
         robust_title += "; x/+: AutoAttack"
     titles = [robust_title, "natural accuracy (last)",
               "robust gap (last epoch)", "best - last robust (per epoch)"]
