@@ -143,6 +143,38 @@ def test_cli_compare_runs(tmp_path):
     assert "Traceback" not in alone.stderr
 
 
+def test_comparison_of_last_checkpoints_reads_eval_last(tmp_path):
+    """--compare_checkpoint=last compares the last checkpoints' evaluations (eval_last/), the
+    ones a zoo entry that ships its last epoch records, and says so; the best's are not read."""
+    base, amp = _pair(tmp_path)
+    for run in (base, amp):
+        (Path(run) / "eval").rename(Path(run) / "eval_last")
+    with pytest.raises(ValueError, match="pgd_at/eval has no report.json"):
+        comparison.load_runs([base, amp])
+    text = Path(comparison.write_comparison([base, amp], None, str(tmp_path / "out"),
+                                            checkpoint="last")).read_text()
+    assert "Ours: the last checkpoint of each run (no epoch chosen)." in text
+    assert "| run | architecture | epochs | training attack | epoch | training time |" in text
+    assert "| PGD-AT-AMP, delta 0.06 | trades_small_cnn | 1 | PGD-10, step 0.075, eps ramp 5 " \
+           "epochs | 1 (last) | 2.0 h |" in text
+    d = paired.paired_difference([1] * 6 + [0] * 4, [1] * 5 + [0] + [1] * 3 + [0])
+    assert f"| {paired.format_difference(d)} | 1 | 3 |" in text
+    out = tmp_path / "cli"
+    done = subprocess.run([sys.executable, "-m", "atamp_tf.reproduction",
+                           f"--compare_runs={base},{amp}", "--compare_checkpoint=last",
+                           f"--output_dir={out}"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert (out / "comparison.md").read_text() == text
+    alone = subprocess.run([sys.executable, "-m", "atamp_tf.reproduction",
+                            "--compare_checkpoint=last", f"--sweep_runs={base}",
+                            f"--output_dir={out}"], cwd=ROOT, capture_output=True, text=True,
+                           check=False)
+    assert alone.returncode != 0
+    assert "--compare_checkpoint: only with --compare_runs" in alone.stderr
+    assert "Traceback" not in alone.stderr
+
+
 def test_docs_runs_mnist_comparison_is_what_the_command_makes_from_the_committed_runs():
     """docs/runs/mnist/comparison.md (the zoo's MNIST reading) quotes the committed runs
     exactly, both evaluated on all 10,000 test images with the standard AutoAttack and

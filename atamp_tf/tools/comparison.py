@@ -2,7 +2,8 @@
 
 `python -m atamp_tf.reproduction --compare_runs=BASE,OTHER,... [--compared_with=CSV]
 --output_dir=DIR` reads each run directory's `run_config.json`, `summary.json` and
-`eval/report.json` + `per_example.npz` and writes `DIR/comparison.md`: the published rows
+`eval/report.json` + `per_example.npz` (with `--compare_checkpoint=last`, `eval_last/`: the
+last checkpoint's, for runs that publish it) and writes `DIR/comparison.md`: the published rows
 (the CSV the export's `--compared_with` reads) beside ours, each run's training budget and
 checkpoint selection, and every other run paired against the first, example by example
 (atamp_tf.tools.paired). Every number comes from those files.
@@ -18,15 +19,22 @@ from atamp_tf.tools.reproduction import column_labels, evaluation_columns, metho
 from atamp_tf.zoo import manifest as zoo_manifest
 
 FLAG = "compare_runs"
+CHECKPOINTS = ("best", "last")
 
 
 class EvaluatedRun:
-    """A finished run with its best checkpoint's evaluation (report and per-example masks)."""
+    """A finished run with one checkpoint's evaluation (report and per-example masks): the
+    best's (`eval/`) or the last's (`eval_last/`)."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, checkpoint="best"):
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"--compare_checkpoint: {checkpoint!r}, expected best or last")
         self.config, self.summary, _ = rundir.read_finished_run(run_dir, FLAG)
         self.name = os.path.basename(os.path.normpath(run_dir))
-        self.evaluation = paired.read_per_example(rundir.RunPaths(run_dir).eval, FLAG)
+        self.checkpoint = checkpoint
+        paths = rundir.RunPaths(run_dir)
+        self.evaluation = paired.read_per_example(
+            paths.eval if checkpoint == "best" else paths.eval_last, FLAG)
 
     @property
     def report(self):
@@ -44,7 +52,8 @@ class EvaluatedRun:
                 f"{c.get('step_size_text') or c['step_size']}" + (f", eps ramp {ramp:g} epochs"
                                                                   if ramp else ""),
                 f"{s['best']['epoch']} ("
-                + ("held-out" if s.get("selected_on") == "holdout" else "test subset") + ")",
+                + ("held-out" if s.get("selected_on") == "holdout" else "test subset") + ")"
+                if self.checkpoint == "best" else f"{s['last']['epoch']} (last)",
                 f"{s.get('train_seconds', 0) / 3600:.1f} h"]
 
 
@@ -52,11 +61,11 @@ def _pct(value):
     return percent(value, 2)
 
 
-def load_runs(run_dirs, compared_with=None):
+def load_runs(run_dirs, compared_with=None, checkpoint="best"):
     """EvaluatedRuns over the same examples; the published rows' threat model must be theirs."""
     if not run_dirs or len(run_dirs) < 2:
         raise ValueError(f"--{FLAG}: give a baseline run directory and at least one other")
-    runs = [EvaluatedRun(d) for d in run_dirs]
+    runs = [EvaluatedRun(d, checkpoint) for d in run_dirs]
     for run in runs[1:]:
         paired.check_same_examples(runs[0].report, run.report, FLAG)
     report = runs[0].report
@@ -93,7 +102,8 @@ def results_markdown(runs, compared_with):
 
 
 def budget_markdown(runs):
-    lines = ["| run | architecture | epochs | training attack | best epoch (selected on) | "
+    selected = "best epoch (selected on)" if runs[0].checkpoint == "best" else "epoch"
+    lines = [f"| run | architecture | epochs | training attack | {selected} | "
              "training time |",
              "| --- | --- | ---: | --- | ---: | ---: |"]
     lines += [f"| {run.label} | " + " | ".join(run.budget()) + " |" for run in runs]
@@ -123,8 +133,11 @@ def comparison_markdown(runs, compared_with=None):
     head = (f"{report['dataset']} {NORM_LABELS[threat['norm']]} eps {threat['eps_text']}, "
             f"{report['examples']}")
     source = (f" Published rows: {compared_with['source']}." if compared_with else "")
-    return (f"## Results: {head} (%)\n\nOurs: the best checkpoint of each run, selected as "
-            f"the budget table says.{source}\n\n" + results_markdown(runs, compared_with)
+    which = ("the best checkpoint of each run, selected as the budget table says"
+             if runs[0].checkpoint == "best" else
+             "the last checkpoint of each run (no epoch chosen)")
+    return (f"## Results: {head} (%)\n\nOurs: {which}.{source}\n\n"
+            + results_markdown(runs, compared_with)
             + "\n\n## Training budget\n\n" + budget_markdown(runs)
             + f"\n\n## Paired against {runs[0].label}, example by example\n\n"
             "The difference in percentage points with one paired standard error and McNemar's "
@@ -132,11 +145,11 @@ def comparison_markdown(runs, compared_with=None):
             "gets right and the other does not carry it.\n\n" + paired_markdown(runs) + "\n")
 
 
-def write_comparison(run_dirs, compared_with_csv, output_dir):
+def write_comparison(run_dirs, compared_with_csv, output_dir, checkpoint="best"):
     """Writes comparison.md into output_dir; returns its path."""
     compared_with = (export.read_compared_with(compared_with_csv) if compared_with_csv
                      else None)
-    runs = load_runs(run_dirs, compared_with)
+    runs = load_runs(run_dirs, compared_with, checkpoint)
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "comparison.md")
     rundir.atomic_write_text(path, comparison_markdown(runs, compared_with))

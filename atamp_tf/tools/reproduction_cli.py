@@ -20,6 +20,9 @@ def _define_flags():
     flags.DEFINE_list("compare_runs", None, "Evaluated run directories over the same examples, "
                       "the baseline first (e.g. PGD-AT, then AT-AMP): writes comparison.md "
                       "(results, budgets, each run paired against the baseline).")
+    flags.DEFINE_enum("compare_checkpoint", "best", ["best", "last"], "With --compare_runs: "
+                      "whose evaluation to compare, the best checkpoint's (eval/) or the "
+                      "last's (eval_last/).")
     flags.DEFINE_string("compared_with", None, "With --compare_runs: published results beside "
                         "ours (the CSV export's --compared_with reads, e.g. "
                         "docs/zoo/mnist_linf_published.csv).")
@@ -36,13 +39,16 @@ def main(argv):
                          "report")
     if f.compared_with and not f.compare_runs:
         raise ValueError("--compared_with: only with --compare_runs")
+    if f.compare_checkpoint != "best" and not f.compare_runs:
+        raise ValueError("--compare_checkpoint: only with --compare_runs")
     if f.runs and not f.paper_csv:
         raise ValueError("--paper_csv: needed with --runs (docs/reproduction/paper_table1.csv)")
     paths = reproduction.write_report(f.runs, f.paper_csv, f.output_dir) if f.runs else []
     if f.sweep_runs:
         paths += sweep.write_sweep(f.sweep_runs, f.output_dir)
     if f.compare_runs:
-        paths.append(comparison.write_comparison(f.compare_runs, f.compared_with, f.output_dir))
+        paths.append(comparison.write_comparison(f.compare_runs, f.compared_with, f.output_dir,
+                                                 f.compare_checkpoint))
     print("\n".join(paths))
 
 
