@@ -72,6 +72,17 @@ def test_table_has_best_last_drop_and_gap_from_the_files(tmp_path):
                                "| 47.0 | 2.0 | - | - | - | - | - |")
 
 
+def test_the_final_evaluation_names_a_custom_autoattack_by_its_components():
+    def report(version, components, accuracy=0.3):
+        return {"accuracy": {"autoattack": accuracy}, "attacks": {"autoattack": {
+            "autoattack_settings": {"version": version, "components": components}}}}
+    label = reproduction.autoattack_version_label
+    assert label(report("standard", ["apgd-ce", "apgd-t", "fab-t", "square"])) == "standard"
+    assert label(report("custom", ["apgd-ce", "apgd-t"])) == "custom: APGD-CE + APGD-T"
+    assert label(report("custom", ["apgd-ce"], accuracy=None)) == "-"
+    assert label({"accuracy": {"natural": 0.5}, "attacks": {}}) == "-"
+
+
 def test_a_held_out_selection_is_reported_as_such(tmp_path):
     """A run whose best epoch was chosen on held-out training data: its best columns are the
     test accuracies of that epoch (3, not the test-best 2), marked held-out; curves still draw."""

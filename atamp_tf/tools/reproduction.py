@@ -141,13 +141,28 @@ def table1_markdown(runs, paper):
     return "\n".join(lines)
 
 
+def autoattack_version_label(report):
+    """The AutoAttack version a report ran, its components named when it is not standard
+    (a custom AutoAttack is a weaker attack than the standard one, never passed off as it)."""
+    settings = report.get("attacks", {}).get("autoattack", {}).get("autoattack_settings", {})
+    version = settings.get("version")
+    if version is None or report.get("accuracy", {}).get("autoattack") is None:
+        return "-"
+    if version == "standard":
+        return version
+    return f"{version}: " + " + ".join(c.upper() for c in settings.get("components", []))
+
+
 def evaluation_markdown(runs):
     """The evaluation suite's accuracies (percent) for each run's evaluated checkpoint."""
     evaluated = [r for r in _sorted(runs) if r.report is not None]
     columns = evaluation_columns([r.report for r in evaluated])
+    versioned = "autoattack" in columns
     lines = ["| run | threat | method | examples | "
-             + column_labels(columns) + " | worst case | checks |",
-             "| --- | --- | --- | ---: |" + " ---: |" * (len(columns) + 1) + " --- |"]
+             + column_labels(columns) + " | worst case | "
+             + ("AutoAttack version | " if versioned else "") + "checks |",
+             "| --- | --- | --- | ---: |" + " ---: |" * (len(columns) + 1)
+             + (" --- |" if versioned else "") + " --- |"]
     for run in evaluated:
         report = run.report
         accuracy = report["accuracy"]
@@ -156,7 +171,9 @@ def evaluation_markdown(runs):
         lines.append(f"| `{run.name}` | {NORM_LABELS[run.config['norm']]} "
                      f"{run.config['eps_text']} | {run.label} | {report['num_examples']} | "
                      + " | ".join(_pct(accuracy.get(c)) for c in columns)
-                     + f" | {_pct(worst)} | {checks} |")
+                     + f" | {_pct(worst)} | "
+                     + (f"{autoattack_version_label(report)} | " if versioned else "")
+                     + f"{checks} |")
     return "\n".join(lines) if evaluated else "(no run has an eval/report.json yet)"
 
 
