@@ -154,6 +154,7 @@ def test_comparison_of_last_checkpoints_reads_eval_last(tmp_path):
     text = Path(comparison.write_comparison([base, amp], None, str(tmp_path / "out"),
                                             checkpoint="last")).read_text()
     assert "Ours: the last checkpoint of each run (no epoch chosen)." in text
+    assert "| model | examples | Natural | AutoAttack | checks |" in text  # nothing published
     assert "| run | architecture | epochs | training attack | epoch | training time |" in text
     assert "| PGD-AT-AMP, delta 0.06 | trades_small_cnn | 1 | PGD-10, step 0.075, eps ramp 5 " \
            "epochs | 1 (last) | 2.0 h |" in text

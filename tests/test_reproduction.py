@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from atamp_tf import rundir
-from atamp_tf.tools import paired, reproduction, sweep
+from atamp_tf.tools import comparison, paired, reproduction, sweep
+from atamp_tf.zoo import manifest as zoo_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 # The rows of the paper's results table (../shared/paper/results.csv) that the report quotes.
@@ -189,3 +190,23 @@ def test_table1_runs_refuse_other_methods_and_awp_scope(tmp_path):
         rundir.atomic_write_json(os.path.join(run, "run_config.json"), {**config, **changes})
         with pytest.raises(ValueError, match=match):
             reproduction.Run(run)
+
+
+# docs/reproduction.md's final evaluation with the fixed code: the last checkpoints of the runs
+# that replaced the reproduction's four (issue 14), each pair's comparison.md as
+# `python -m atamp_tf.reproduction --compare_runs=... --compare_checkpoint=last` writes it.
+FINAL_PAIRS = {"final_l2": ["sweep/cifar10_l2_pgd_at", "sweep/cifar10_l2_pgd_at_amp_d0.05"]}
+
+
+@pytest.mark.parametrize("name", sorted(FINAL_PAIRS))
+def test_docs_reproduction_quotes_the_fixed_code_final_evaluation(name):
+    runs = comparison.load_runs([str(ROOT / "docs" / "runs" / r) for r in FINAL_PAIRS[name]],
+                                checkpoint="last")
+    text = comparison.comparison_markdown(runs)
+    assert (ROOT / "docs" / "reproduction" / name / "comparison.md").read_text() == text
+    doc = (ROOT / "docs" / "reproduction.md").read_text()
+    assert comparison.results_markdown(runs, None) in doc
+    assert comparison.paired_markdown(runs) in doc
+    for run in runs:  # the standard AutoAttack, every check passed, on the 1,000 test images
+        assert zoo_manifest.autoattack_version(run.report) == "standard"
+        assert run.report["checks_passed"] and run.report["num_examples"] == 1000

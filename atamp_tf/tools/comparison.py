@@ -82,8 +82,11 @@ def load_runs(run_dirs, compared_with=None, checkpoint="best"):
 def results_markdown(runs, compared_with):
     """Published rows (their paper's own attack as 'reported') beside our evaluations."""
     columns = evaluation_columns([r.report for r in runs])
-    lines = ["| model | examples | reported robust | " + column_labels(columns) + " | checks |",
-             "| --- | ---: | ---: |" + " ---: |" * len(columns) + " --- |"]
+    reported = compared_with is not None  # the published rows' own attack; ours have none
+    lines = ["| model | examples | " + ("reported robust | " if reported else "")
+             + column_labels(columns) + " | checks |",
+             "| --- | ---: |" + (" ---: |" if reported else "") + " ---: |" * len(columns)
+             + " --- |"]
     published = {"natural": "natural", "autoattack": "autoattack"}
     for row in (compared_with or {}).get("rows", []):
         cells = [_pct(row[published[c]]) if c in published else "-" for c in columns]
@@ -97,7 +100,7 @@ def results_markdown(runs, compared_with):
                  for c in columns]
         checks = "pass" if run.report.get("checks_passed") else "**FAILED**"
         lines.append(f"| **ours: {run.label}** (`{run.name}`) | {run.report['num_examples']} | "
-                     "- | " + " | ".join(cells) + f" | {checks} |")
+                     + ("- | " if reported else "") + " | ".join(cells) + f" | {checks} |")
     return "\n".join(lines)
 
 
