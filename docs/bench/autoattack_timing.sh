@@ -6,7 +6,11 @@
 # machine: all three are measured here, each alone on an otherwise idle machine, and the
 # machine is recorded (machine.txt); a rerun on another kind of machine refuses to mix the two
 # (delete $OUT to measure again). Resumable: a finished step is skipped.
-#   nohup bash resume/autoattack_timing.sh >> /root/atamp_runs/timing.log 2>&1 &
+#   nohup bash docs/bench/autoattack_timing.sh >> /root/atamp_runs/timing.log 2>&1 &
+# It needs the sweep's PGD-AT run in $RUNS/cifar10_l2_pgd_at: train it with
+# flags/sweep/cifar10_l2_pgd_at.cfg (--out_dir there), or restore the copy that was committed
+# until session 17: git archive da68ca2 resume/sweep/cifar10_l2_pgd_at | tar -x -C /tmp, then
+# copy /tmp/resume/sweep/cifar10_l2_pgd_at to $RUNS/.
 # Works in $RUNS/timing; writes docs/bench/autoattack_timing/{now,before,reference}/ (the
 # reports and the parity, not the adversarial examples), machine.txt and timing.md.
 set -euo pipefail
@@ -20,7 +24,7 @@ OUT=$(realpath $OUT)
 d=$(realpath -m $RUNS/cifar10_l2_pgd_at)
 work=$(realpath -m $RUNS/timing)
 mkdir -p $work
-[ -f $d/checkpoints/last.keras ] || { echo "timing: $d/checkpoints/last.keras missing (restore resume/sweep/cifar10_l2_pgd_at first: resume/README.md)"; exit 1; }
+[ -f $d/checkpoints/last.keras ] || { echo "timing: $d/checkpoints/last.keras missing (train or restore it first: this script's header)"; exit 1; }
 machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(grep -q avx512f /proc/cpuinfo && echo AVX-512 || echo 'AVX2, no AVX-512')"
 [ -f $OUT/machine.txt ] || echo "$machine" > $OUT/machine.txt
 [ "$(cat $OUT/machine.txt)" = "$machine" ] || { echo "timing: $OUT was measured on $(cat $OUT/machine.txt), this is $machine: delete $OUT to measure again"; exit 1; }
@@ -73,7 +77,7 @@ lines = ["| AutoAttack | version | examples | robust | seconds | seconds per rob
 for name, seconds, robust, version, n in rows:
     lines.append(f"| {name} | {version} | {n} | {robust} | {seconds:.0f} | "
                  f"{seconds / max(robust, 1):.2f} |")
-lines.append(f"\nMachine: {sys.argv[5]}; each step alone on it (resume/autoattack_timing.sh). "
+lines.append(f"\nMachine: {sys.argv[5]}; each step alone on it (docs/bench/autoattack_timing.sh). "
              f"The reference ran with {parity['reference']['settings']['torch_threads']} torch thread(s), "
              "the faster of 1 and 2 on the first 100 examples.")
 open(sys.argv[4], "w").write("\n".join(lines) + "\n")
