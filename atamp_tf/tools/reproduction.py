@@ -21,6 +21,7 @@ from atamp_tf.attacks import registry
 from atamp_tf.attacks.registry import NORM_LABELS
 from atamp_tf.formatting import percent
 from atamp_tf.tools import paired
+from atamp_tf.zoo import manifest as zoo_manifest
 
 
 def evaluation_columns(reports):
@@ -144,13 +145,13 @@ def table1_markdown(runs, paper):
 def autoattack_version_label(report):
     """The AutoAttack version a report ran, its components named when it is not standard
     (a custom AutoAttack is a weaker attack than the standard one, never passed off as it)."""
-    settings = report.get("attacks", {}).get("autoattack", {}).get("autoattack_settings", {})
-    version = settings.get("version")
+    version = zoo_manifest.autoattack_version(report)
     if version is None or report.get("accuracy", {}).get("autoattack") is None:
         return "-"
     if version == "standard":
         return version
-    return f"{version}: " + " + ".join(c.upper() for c in settings.get("components", []))
+    components = report["attacks"]["autoattack"]["autoattack_settings"].get("components", [])
+    return f"{version}: " + " + ".join(c.upper() for c in components)
 
 
 def evaluation_markdown(runs):
